@@ -1,0 +1,367 @@
+# ruff: noqa: N999  (the module is named after what it measures; loaded with importlib)
+"""Import throughput of the real service against the database's own bulk loader.
+
+    python bench/import.py [--rows 1000000] [--repeat 3] [--postgres URL] [--redis URL]
+
+SQLite: the baseline is the sqlite3 CLI, ``sqlite3 new.db ".mode csv" ".import FILE t"``
+(the practical limit: C code, one transaction, no checkpoints). PostgreSQL (with
+``--postgres postgresql+psycopg://user@host:port/db``): ``psql -c "\\copy t FROM FILE"``
+into a fresh table of 13 text columns. Both run on the same generated file as the
+service, in the same run, so only the ratios matter.
+
+The service is started as in production (``python run.py``, a fresh DATA_DIR, and
+``python worker.py`` when ``--redis`` is given); each repetition uploads the file, waits
+for COMPLETED, then terminates the task (a full rollback) and waits for REVOKED, so
+every repetition starts from an empty table and the rollback is measured too.
+
+Measures (rows/s unless stated; ratio = value / baseline, higher is better, except
+batch times where lower is better):
+- server: the task's ``finished_at - created_at`` (upload accepted to COMPLETED)
+- processing: ``finished_at - started_at`` (a worker's time only)
+- client: from sending the upload to seeing COMPLETED (includes the upload transfer)
+- upload: the POST alone (streaming the file to the server)
+- rollback: from POST /terminate to seeing REVOKED, against a plain DELETE of all rows
+- batch p50/p99 (ms), when the service reports them, against the time the baseline
+  takes for as many rows
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common as c
+from bench.common import Row
+
+NAME = "import"
+SQLITE3 = os.environ.get("SQLITE3", "sqlite3")
+PSQL = os.environ.get("PSQL", "psql")
+COLUMNS = [
+    "seq",
+    "first",
+    "last",
+    "email",
+    "age",
+    "street",
+    "city",
+    "state",
+    "zip",
+    "dollar",
+    "date",
+    "pick",
+    "sentence",
+]
+
+
+def add_arguments(p) -> None:
+    g = p.add_argument_group("import")
+    g.add_argument(
+        "--import-batch-size",
+        type=int,
+        default=None,
+        help="IMPORT_BATCH_SIZE for the service (default: its own)",
+    )
+    g.add_argument(
+        "--no-rollback",
+        action="store_true",
+        help="do not terminate (roll back) after each import",
+    )
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def sqlite_baseline(path: Path, rows: int, repeat: int) -> tuple[float, float]:
+    """(median seconds of ``.import``, seconds of a full-scan DELETE of the result)."""
+    times, delete_s = [], None
+    with tempfile.TemporaryDirectory(prefix="csvbench-sqlite-") as d:
+        for i in range(repeat):
+            db = Path(d) / f"base{i}.db"
+            times.append(
+                c.timed_run([SQLITE3, str(db), ".mode csv", f".import {path} t"])
+            )
+            if i == 0:
+                n = int(
+                    subprocess.check_output(
+                        [SQLITE3, str(db), "SELECT count(*) FROM t"], text=True
+                    )
+                )
+                if n != rows:
+                    raise RuntimeError(
+                        f"sqlite3 .import loaded {n} rows, expected {rows}"
+                    )
+            c.log(f"sqlite3 .import run {i + 1}/{repeat}: {times[-1]:.2f} s")
+        # A WHERE clause defeats SQLite's truncate optimization, like the service's
+        # DELETE ... WHERE task_id = ? would.
+        delete_s = c.timed_run(
+            [SQLITE3, str(db), "DELETE FROM t WHERE seq IS NOT NULL"]
+        )
+        c.log(f"sqlite3 DELETE: {delete_s:.2f} s")
+    return c.median(times), delete_s
+
+
+def postgres_baseline(
+    url: str, path: Path, rows: int, repeat: int
+) -> tuple[float, float]:
+    """(median seconds of ``psql \\copy`` into a fresh table, seconds of DELETE FROM it)."""
+    conn = c.libpq_url(url)
+    cols = ", ".join(f"{name} text" for name in COLUMNS)
+    times, delete_s = [], None
+    table = f"csvbench_base_{os.getpid()}"
+    try:
+        for i in range(repeat):
+            subprocess.run(
+                [
+                    PSQL,
+                    conn,
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    "SET client_min_messages = warning",
+                    "-c",
+                    f"DROP TABLE IF EXISTS {table}",
+                    "-c",
+                    f"CREATE TABLE {table} ({cols})",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            copy = f"\\copy {table} FROM '{path}' WITH (FORMAT csv, HEADER true)"
+            times.append(
+                c.timed_run([PSQL, conn, "-q", "-v", "ON_ERROR_STOP=1", "-c", copy])
+            )
+            c.log(f"psql \\copy run {i + 1}/{repeat}: {times[-1]:.2f} s")
+        n = int(
+            subprocess.check_output(
+                [PSQL, conn, "-Atc", f"SELECT count(*) FROM {table}"], text=True
+            )
+        )
+        if n != rows:
+            raise RuntimeError(f"psql \\copy loaded {n} rows, expected {rows}")
+        delete_s = c.timed_run([PSQL, conn, "-q", "-c", f"DELETE FROM {table}"])
+        c.log(f"psql DELETE: {delete_s:.2f} s")
+    finally:
+        subprocess.run(
+            [PSQL, conn, "-q", "-c", f"DROP TABLE IF EXISTS {table}"],
+            stdout=subprocess.DEVNULL,
+            check=False,
+        )
+    return c.median(times), delete_s
+
+
+# --------------------------------------------------------------------------- the service
+
+
+def service_runs(
+    path: Path, rows: int, repeat: int, args, database_url: str | None
+) -> dict:
+    """Import ``path`` ``repeat`` times through the real service; medians of each measure."""
+    env = dict(c.BATCH_LOG_ENV)
+    if getattr(args, "import_batch_size", None):
+        env["IMPORT_BATCH_SIZE"] = str(args.import_batch_size)
+    m = {k: [] for k in ("server", "processing", "client", "upload", "rollback")}
+    notes: list[str] = []
+    batch = (None, None, 0)
+    with c.Service(
+        database_url=database_url,
+        redis_url=args.redis,
+        workers=args.workers,
+        env=env,
+        keep=args.keep,
+    ) as svc:
+        for i in range(repeat):
+            t0 = c.time.perf_counter()
+            task, upload_s = svc.upload(path)
+            tid = task["id"]
+            done = svc.wait_status(tid, "COMPLETED", timeout=args.timeout)
+            client_s = c.time.perf_counter() - t0
+            if done.get("rows_imported") != rows or done.get("error_count"):
+                notes.append(
+                    f"run {i + 1}: rows_imported={done.get('rows_imported')} error_count={done.get('error_count')}"
+                )
+            server_s = c.server_seconds(done, "created_at", "finished_at")
+            proc_s = c.server_seconds(done, "started_at", "finished_at")
+            m["server"].append(server_s)
+            m["processing"].append(proc_s)
+            m["client"].append(client_s)
+            m["upload"].append(upload_s)
+            c.log(
+                f"service run {i + 1}/{repeat}: server {server_s if server_s is None else round(server_s, 2)} s, "
+                f"processing {proc_s if proc_s is None else round(proc_s, 2)} s, client {client_s:.2f} s, upload {upload_s:.2f} s"
+            )
+            if not any(
+                "." in str(done.get(k) or "") for k in ("created_at", "finished_at")
+            ):
+                notes.append("task timestamps have 1 s resolution")
+            if i == 0:
+                batch = c.batch_times_ms(done, svc.read_log())
+            if not args.no_rollback:
+                t1 = c.time.perf_counter()
+                svc.action("terminate", tid)
+                svc.wait_status(tid, "REVOKED", timeout=args.timeout)
+                m["rollback"].append(c.time.perf_counter() - t1)
+                c.log(f"rollback run {i + 1}/{repeat}: {m['rollback'][-1]:.2f} s")
+    out = {k: c.median(v) for k, v in m.items()}
+    out["batch"] = batch
+    out["notes"] = sorted(set(notes))
+    return out
+
+
+def rows_for(
+    label: str,
+    rows: int,
+    base_s: float,
+    base_delete_s: float | None,
+    svc: dict,
+    baseline_name: str,
+) -> list[Row]:
+    def rps(seconds):
+        return None if not seconds else rows / seconds
+
+    base = rps(base_s)
+    note = "; ".join(svc["notes"])
+    out = [
+        Row(f"{label}: {baseline_name} (baseline)", base, base, 1.0, "", "rows/s"),
+        Row(
+            f"{label}: service, server created->finished",
+            rps(svc["server"]),
+            base,
+            c.ratio(rps(svc["server"]), base),
+            ">= 0.50",
+            "rows/s",
+            note,
+        ),
+        Row(
+            f"{label}: service, worker started->finished",
+            rps(svc["processing"]),
+            base,
+            c.ratio(rps(svc["processing"]), base),
+            ">= 0.60",
+            "rows/s",
+        ),
+        Row(
+            f"{label}: service, client upload->COMPLETED",
+            rps(svc["client"]),
+            base,
+            c.ratio(rps(svc["client"]), base),
+            "",
+            "rows/s",
+        ),
+        Row(
+            f"{label}: upload POST alone",
+            rps(svc["upload"]),
+            base,
+            c.ratio(rps(svc["upload"]), base),
+            "",
+            "rows/s",
+        ),
+    ]
+    if svc["rollback"] is not None:
+        bdel = rps(base_delete_s)
+        out.append(
+            Row(
+                f"{label}: rollback terminate->REVOKED",
+                rps(svc["rollback"]),
+                bdel,
+                c.ratio(rps(svc["rollback"]), bdel),
+                ">= 0.30",
+                "rows/s",
+                "baseline: DELETE of all rows",
+            )
+        )
+    p50, p99, n = svc["batch"]
+    if p50 is None:
+        out.append(
+            Row(
+                f"{label}: batch commit p50/p99",
+                None,
+                None,
+                None,
+                "",
+                "ms",
+                "service reports no batch times (TODO hook)",
+            )
+        )
+    else:
+        # Baseline: the time the bulk loader needs for one batch's worth of rows.
+        size = rows / n if n else 1000
+        base_ms = size / base * 1000 if base else None
+        out.append(
+            Row(
+                f"{label}: batch commit p50",
+                p50,
+                base_ms,
+                c.ratio(p50, base_ms),
+                "",
+                "ms",
+                f"{n} batches of ~{size:.0f} rows; lower is better",
+            )
+        )
+        out.append(
+            Row(
+                f"{label}: batch commit p99",
+                p99,
+                base_ms,
+                c.ratio(p99, base_ms),
+                "",
+                "ms",
+                "lower is better",
+            )
+        )
+    return out
+
+
+def run(args) -> list[Row]:
+    rows = args.rows
+    path = c.generated_csv(rows, args.seed)
+    results: list[Row] = []
+
+    base_s, base_del = sqlite_baseline(path, rows, args.baseline_repeat)
+    if args.no_service:
+        svc = {
+            "server": None,
+            "processing": None,
+            "client": None,
+            "upload": None,
+            "rollback": None,
+            "batch": (None, None, 0),
+            "notes": ["service not run"],
+        }
+    else:
+        svc = service_runs(path, rows, args.repeat, args, database_url=None)
+    results += rows_for("sqlite", rows, base_s, base_del, svc, "sqlite3 .import")
+
+    if args.postgres:
+        with c.scratch_postgres(args.postgres, keep=args.keep) as url:
+            pbase_s, pbase_del = postgres_baseline(
+                url, path, rows, args.baseline_repeat
+            )
+            if args.no_service:
+                psvc = dict(svc)
+            else:
+                psvc = service_runs(path, rows, args.repeat, args, database_url=url)
+        results += rows_for("postgres", rows, pbase_s, pbase_del, psvc, "psql \\copy")
+    return results
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    c.add_common_arguments(p)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    results = run(args)
+    print(c.format_table(results, markdown=args.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
