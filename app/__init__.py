@@ -1,0 +1,99 @@
+"""Application factory: the Flask app and the Celery app meet here."""
+
+import os
+from pathlib import Path
+
+from celery import Celery, Task
+from flask import Flask
+from flask_migrate import Migrate
+
+from . import config
+from .models import db
+from .store import Store, configure_engine
+
+RUNS_QUEUE = "runs"
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: settings, database, API, page and Celery."""
+    app = Flask(__name__)
+    app.config.from_mapping(config.from_environment())
+    app.config.update(
+        API_TITLE="Task control service",
+        API_VERSION="1.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.update(test_config)
+    data_dir = Path(app.config["DATA_DIR"])
+    for sub in ("uploads", "exports", "broker/queue", "broker/control", "broker/processed"):
+        (data_dir / sub).mkdir(parents=True, exist_ok=True)
+    app.config.setdefault("CELERY", celery_settings(app.config))
+
+    db.init_app(app)
+    with app.app_context():
+        configure_engine(db.engine)
+        app.extensions["store"] = Store(db.engine)
+    Migrate(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
+
+    from . import api, errors, uploads, views
+
+    uploads.init_app(app)
+    errors.init_app(app)
+    api.init_app(app)
+    app.register_blueprint(views.bp)
+    celery_init_app(app)
+    return app
+
+
+def celery_settings(cfg: dict) -> dict:
+    """The CELERY mapping: Redis when REDIS_URL is set, else the embedded broker."""
+    settings = {
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_default_queue": RUNS_QUEUE,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+    }
+    if cfg.get("REDIS_URL"):
+        settings["broker_url"] = cfg["REDIS_URL"]
+        return settings
+    broker = Path(cfg["DATA_DIR"]) / "broker"
+    settings["broker_url"] = "filesystem://"
+    settings["broker_transport_options"] = {
+        # Senders write and workers read the same absolute folder.
+        "data_folder_in": str(broker / "queue"),
+        "data_folder_out": str(broker / "queue"),
+        "control_folder": str(broker / "control"),
+        "processed_folder": str(broker / "processed"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
+    return settings
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Flask's documented pattern: tasks run inside the app context."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(app.config["CELERY"])
+    celery_app.set_default()
+    celery_app.flask_app = app
+    app.extensions["celery"] = celery_app
+    from . import tasks  # noqa: F401  (registers the tasks)
+
+    return celery_app
+
+
+def data_path(app: Flask, *parts: str) -> str:
+    return os.path.join(app.config["DATA_DIR"], *parts)

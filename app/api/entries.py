@@ -1,0 +1,59 @@
+"""Imported rows and row errors, paged by key."""
+
+import orjson
+
+from .. import queries
+from ..errors import ApiError
+from ..models import db
+from ..schemas import EntryListArgs, EntryListSchema, PageArgs, RowErrorListSchema
+from . import Blueprint, next_link, page_cursor
+
+blp = Blueprint("entries", __name__, description="Imported rows and row errors")
+
+
+def _require_task(conn, task_id: int):
+    task = queries.get_task(conn, task_id)
+    if task is None:
+        raise ApiError(404, f"task {task_id} not found")
+    return task
+
+
+@blp.route("/csv_entries")
+@blp.arguments(EntryListArgs, location="query")
+@blp.response(200, EntryListSchema)
+@blp.alt_response(404, schema="Error", description="unknown task_id")
+def list_entries(args):
+    """Imported rows in import order; `task_id` filters."""
+    conn = db.session.connection()
+    task_id = args["task_id"]
+    if task_id is not None:
+        _require_task(conn, task_id)
+    rows = queries.entries_page(conn, args["limit"], page_cursor(args), task_id)
+    headers = {k: orjson.loads(v or "[]") for k, v in queries.headers(conn, {r.task_id for r in rows}).items()}
+    entries = [
+        {
+            "id": r.id,
+            "task_id": r.task_id,
+            "row_number": r.row_number,
+            "data": dict(zip(headers[r.task_id], orjson.loads(r.data), strict=False)),
+        }
+        for r in rows
+    ]
+    key = (lambda r: r.row_number) if task_id is not None else (lambda r: r.id)
+    return {"entries": entries, "next": next_link(rows, args, key)}
+
+
+@blp.route("/tasks/<int:task_id>/errors")
+@blp.arguments(PageArgs, location="query")
+@blp.response(200, RowErrorListSchema)
+@blp.alt_response(404, schema="Error")
+def list_errors(args, task_id):
+    """The rows that could not be imported, with line number, text and reason."""
+    conn = db.session.connection()
+    _require_task(conn, task_id)
+    rows = queries.errors_page(conn, task_id, args["limit"], page_cursor(args))
+    errors = [
+        {"row_number": r.row_number, "line_number": r.line_number, "raw": r.raw, "reason": r.reason}
+        for r in rows
+    ]
+    return {"errors": errors, "next": next_link(rows, args, lambda r: r.id, task_id=task_id)}

@@ -1,0 +1,96 @@
+"""Tasks: list, show, and the pause / resume / terminate actions."""
+
+
+from .. import queries
+from .. import states as S
+from ..errors import ApiError
+from ..models import db
+from ..schemas import PageArgs, TaskListArgs, TaskListSchema, TaskSchema
+from ..tasks import enqueue
+from . import Blueprint, next_link, page_cursor, store, task_dict
+
+blp = Blueprint("tasks", __name__, description="Tasks and their control actions")
+
+
+def _load(task_id: int):
+    task = queries.get_task(db.session.connection(), task_id)
+    if task is None:
+        raise ApiError(404, f"task {task_id} not found")
+    return task
+
+
+def _page(rows, args):
+    items = [task_dict(r, paused_at=r.paused_at) for r in rows]
+    return {"tasks": items, "next": next_link(rows, args, lambda r: r.id)}
+
+
+@blp.route("/tasks")
+@blp.arguments(TaskListArgs, location="query")
+@blp.response(200, TaskListSchema)
+def list_tasks(args):
+    """All tasks, newest first; `status` filters."""
+    conn = db.session.connection()
+    rows = queries.tasks_page(conn, args["limit"], page_cursor(args), args["status"])
+    return _page(rows, args)
+
+
+@blp.route("/tasks/<int:task_id>")
+@blp.response(200, TaskSchema)
+@blp.alt_response(404, schema="Error")
+def get_task(task_id):
+    """One task."""
+    return task_dict(_load(task_id))
+
+
+@blp.route("/paused_tasks")
+@blp.arguments(PageArgs, location="query")
+@blp.response(200, TaskListSchema)
+def paused_tasks(args):
+    """Paused tasks with their checkpoint (`last_row`) and `paused_at`."""
+    rows = queries.paused_page(db.session.connection(), args["limit"], page_cursor(args))
+    return _page(rows, args)
+
+
+@blp.route("/terminated_tasks")
+@blp.arguments(PageArgs, location="query")
+@blp.response(200, TaskListSchema)
+def terminated_tasks(args):
+    """Revoked tasks: terminated, none of their rows remain."""
+    conn = db.session.connection()
+    rows = queries.tasks_page(conn, args["limit"], page_cursor(args), S.REVOKED)
+    return _page(rows, args)
+
+
+def _act(action: str, task_id: int):
+    db.session.rollback()  # the store writes in its own transaction
+    result = store().transition(task_id, action)
+    if result is None:
+        raise ApiError(404, f"task {task_id} not found")
+    status, changed = result
+    if not changed and status not in S.ALREADY[action]:
+        raise ApiError(409, f"cannot {action} a task that is {status}", status=status)
+    if changed and status == S.QUEUED:
+        enqueue(task_id)
+    return task_dict(_load(task_id)), (202 if changed else 200)
+
+
+for _action, _doc in (
+    ("pause", "Pause: the worker stops at its next checkpoint and is freed."),
+    ("resume", "Resume from the checkpoint (or cancel a pending pause)."),
+    ("terminate", "Terminate and roll back: every row the task wrote is removed."),
+):
+
+    def _view(task_id, _action=_action):
+        return _act(_action, task_id)
+
+    _view.__doc__ = _doc
+    _view.__name__ = _action
+    blp.route(f"/{_action}/<int:task_id>", methods=["POST"], endpoint=_action)(
+        blp.response(202, TaskSchema, description="the action was taken")(
+            blp.alt_response(200, schema=TaskSchema, description="already done; unchanged")(
+                blp.alt_response(404, schema="Error")(
+                    blp.alt_response(409, schema="Error", description="not allowed now")(_view)
+                )
+            )
+        )
+    )

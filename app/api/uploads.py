@@ -1,0 +1,61 @@
+"""POST /: upload a CSV and start its import."""
+
+import os
+
+import orjson
+from flask import current_app
+
+from .. import importer
+from ..errors import ApiError
+from ..schemas import TaskSchema, UploadFiles, UploadForm
+from ..tasks import enqueue
+from ..uploads import adopt
+from . import Blueprint, store, task_dict
+
+blp = Blueprint("uploads", __name__, description="Upload a CSV file to import")
+
+
+@blp.route("/", methods=["POST"])
+@blp.arguments(UploadForm, location="form")
+@blp.arguments(UploadFiles, location="files")
+@blp.response(202, TaskSchema, headers={"Location": {"schema": {"type": "string"}}})
+@blp.alt_response(400, schema="Error", description="bad upload; no task is created")
+@blp.alt_response(413, schema="Error", description="upload over MAX_UPLOAD_MB")
+def upload(form, files):
+    """Upload a CSV (multipart field `file`) and start importing it."""
+    file = files["file"]
+    if not getattr(file, "filename", None):
+        raise ApiError(400, "the file has no name: choose a file to upload")
+    path, size = adopt(file)
+    try:
+        if size == 0:
+            raise ApiError(400, "the file is empty (0 bytes)")
+        options = importer.CsvOptions(
+            has_header=form["has_header"],
+            delimiter=form["delimiter"],
+            encoding=form["encoding"],
+            max_field_kb=current_app.config["MAX_FIELD_KB"],
+        )
+        try:
+            layout = importer.inspect(path, options)
+        except importer.UploadRejected as exc:
+            raise ApiError(400, str(exc)) from None
+    except ApiError:
+        os.unlink(path)
+        raise
+    task_id = store().create_task(
+        kind="import",
+        filename=os.path.basename(file.filename)[:255],
+        upload_path=path,
+        options=orjson.dumps(
+            {k: form[k] for k in ("has_header", "delimiter", "encoding")}
+        ).decode(),
+        header=orjson.dumps(layout.header).decode(),
+        bytes_total=size,
+        bytes_done=layout.data_offset,
+        line_number=layout.data_line,
+        max_errors=form["max_errors"],
+    )
+    enqueue(task_id)
+    task = store().get(task_id)
+    return task_dict(task), 202, {"Location": f"/tasks/{task_id}"}

@@ -1,0 +1,80 @@
+"""What every worker does besides runs: rollbacks, crash recovery, graceful stop.
+
+The worker's main process runs one control thread that claims TERMINATING
+tasks nobody holds (so rollbacks never wait behind imports for a pool slot)
+and, every few seconds, sweeps: tasks whose holder went silent are handed
+back, queued tasks nobody took are rung again. SIGTERM makes every pool
+child stop at its next checkpoint and hand its task back.
+"""
+
+import logging
+import os
+import signal
+import threading
+import time
+
+import billiard.process
+from celery import signals
+
+from . import runner
+from .models import db
+from .tasks import enqueue
+
+log = logging.getLogger(__name__)
+
+ROLLBACK_POLL_S = 0.2
+
+
+def control_loop(app, stop: threading.Event) -> None:
+    """Rollbacks and sweeps until `stop` is set."""
+    store = app.extensions["store"]
+    interval = app.config["SWEEP_INTERVAL_S"]
+    timeout = app.config["HEARTBEAT_TIMEOUT_S"]
+    next_sweep = 0.0
+    with app.app_context():
+        while not stop.is_set():
+            try:
+                for task_id in store.unheld_terminations():
+                    runner.rollback(store, task_id)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + interval
+                    for task_id in store.sweep(timeout):
+                        log.info("sweeper: ringing task %s again", task_id)
+                        enqueue(task_id)
+            except Exception:
+                log.exception("control loop error; retrying")
+                stop.wait(1.0)
+            stop.wait(ROLLBACK_POLL_S)
+
+
+def _on_child_sigterm(_signum, _frame) -> None:
+    runner.shutdown.set()
+
+
+def install(app) -> None:
+    """Connect the worker signals; call once in the worker's main module."""
+    stop = threading.Event()
+
+    @signals.worker_process_init.connect(weak=False)
+    def _child_init(**_):
+        # Prefork children reset SIGTERM to the default: make it a checkpointed stop.
+        signal.signal(signal.SIGTERM, _on_child_sigterm)
+        with app.app_context():
+            db.engine.dispose(close=False)  # no connection shared across fork
+
+    @signals.worker_ready.connect(weak=False)
+    def _ready(**_):
+        threading.Thread(
+            target=control_loop, args=(app, stop), name="control", daemon=True
+        ).start()
+
+    @signals.worker_shutting_down.connect(weak=False)
+    def _shutting_down(**_):
+        stop.set()
+        runner.shutdown.set()  # solo/threads pools run tasks in this process
+        for child in billiard.process.active_children():
+            try:
+                os.kill(child.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass

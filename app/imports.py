@@ -1,0 +1,71 @@
+"""The import kind: a CSV upload streamed into csv_entries from its byte offset."""
+
+import os
+
+import orjson
+
+from . import importer
+from .models import CsvEntry, TaskError
+from .runner import Job, register
+from .store import COMPLETED, Step
+
+
+def csv_options(task, config: dict) -> importer.CsvOptions:
+    opts = orjson.loads(task.options or "{}")
+    return importer.CsvOptions(
+        has_header=opts.get("has_header", True),
+        delimiter=opts.get("delimiter", ","),
+        encoding=opts.get("encoding", "utf-8"),
+        max_field_kb=config["MAX_FIELD_KB"],
+    )
+
+
+def _remove(path: str | None) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+@register
+class ImportJob(Job):
+    kind = "import"
+    row_tables = (CsvEntry.__table__, TaskError.__table__)
+
+    def steps(self):
+        task, config = self.task, self.config
+        batch_rows = config["IMPORT_BATCH_SIZE"]
+        rate = config.get("IMPORT_MAX_ROWS_PER_S")
+        if rate:  # keep checkpoints frequent when throttled: about 20 a second
+            batch_rows = max(1, min(batch_rows, int(rate / 20)))
+        batches = importer.read_batches(
+            task.upload_path,
+            csv_options(task, config),
+            columns=len(orjson.loads(task.header)),
+            offset=task.bytes_done,
+            last_row=task.last_row,
+            line_number=task.line_number,
+            batch_rows=batch_rows,
+            batch_seconds=config["IMPORT_BATCH_SECONDS"],
+        )
+        for b in batches:
+            yield Step(
+                checkpoint={
+                    "last_row": b.last_row,
+                    "bytes_done": b.offset,
+                    "line_number": b.line_number,
+                },
+                rows=len(b.rows),
+                errors=len(b.errors),
+                done=b.done,
+                write=self.store.row_writer(task.id, b.rows, b.errors),
+            )
+
+    def finished(self, outcome: str) -> None:
+        if outcome == COMPLETED:
+            _remove(self.task.upload_path)
+
+    @classmethod
+    def discard(cls, task) -> None:
+        _remove(task.upload_path)

@@ -1,0 +1,106 @@
+"""Tables: the tasks row is the single source of truth for every task."""
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Names for constraints so migrations are stable across databases.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# 64-bit on PostgreSQL, the rowid alias on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+class Task(db.Model):
+    """One long-running task; times are epoch seconds on the database's clock."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    filename: Mapped[str | None] = mapped_column(String(255))
+    upload_path: Mapped[str | None] = mapped_column(String(1024))
+    # Import options and the header (JSON array); export filters.
+    options: Mapped[str] = mapped_column(Text, default="{}")
+    header: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    # Checkpoint: rows consumed, byte offset of the next record, its line number.
+    last_row: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_imported: Mapped[int] = mapped_column(BigInteger, default=0)
+    error_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    line_number: Mapped[int] = mapped_column(BigInteger, default=1)
+    # Export: rows matched and the last entry key read.
+    rows_total: Mapped[int | None] = mapped_column(BigInteger)
+    cursor: Mapped[int | None] = mapped_column(BigInteger)
+    max_errors: Mapped[int] = mapped_column(BigInteger, default=1000)
+    error: Mapped[str | None] = mapped_column(Text)
+    # Fencing: the run holding the task, and when it last checkpointed.
+    run_token: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[float | None] = mapped_column(Float)
+    run_started_at: Mapped[float | None] = mapped_column(Float)
+    run_start_row: Mapped[int] = mapped_column(BigInteger, default=0)
+    run_start_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class CsvEntry(db.Model):
+    """One imported row, stored as a JSON array; the header lives on the task."""
+
+    __tablename__ = "csv_entries"
+    __table_args__ = (UniqueConstraint("task_id", "row_number"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    task_id: Mapped[int] = mapped_column(Integer, ForeignKey("tasks.id"))
+    row_number: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[str] = mapped_column(Text)
+
+
+class PausedTask(db.Model):
+    """Snapshot written in the same transaction that sets PAUSED."""
+
+    __tablename__ = "paused_tasks"
+
+    task_id: Mapped[int] = mapped_column(Integer, ForeignKey("tasks.id"), primary_key=True)
+    last_row: Mapped[int] = mapped_column(BigInteger)
+    paused_at: Mapped[float] = mapped_column(Float)
+
+
+class TaskError(db.Model):
+    """A row that could not be imported."""
+
+    __tablename__ = "task_errors"
+    __table_args__ = (Index("ix_task_errors_task_row", "task_id", "row_number"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    task_id: Mapped[int] = mapped_column(Integer, ForeignKey("tasks.id"))
+    row_number: Mapped[int] = mapped_column(BigInteger)
+    line_number: Mapped[int] = mapped_column(BigInteger)
+    raw: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)

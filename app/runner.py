@@ -1,0 +1,122 @@
+"""The lifecycle of a run, written once for every kind of task.
+
+A kind (imports, exports) is a class registered in KINDS that turns a claimed
+task into a stream of `Step`s and knows which rows and files are its own. The
+runner claims, commits each step fenced by the run token, obeys pause and
+terminate at every checkpoint, stops at a checkpoint on shutdown, and rolls back.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from sqlalchemy.exc import OperationalError
+
+from . import store as st
+from .store import Step, Store
+
+log = logging.getLogger(__name__)
+
+KINDS: dict[str, type["Job"]] = {}
+
+# Set when this process must stop at its next checkpoint (SIGTERM).
+shutdown = threading.Event()
+
+RETRIES = 5
+
+
+class Job:
+    """Base class of a kind of task."""
+
+    kind = ""
+    row_tables: tuple = ()  # tables holding the task's rows, deleted on rollback
+
+    def __init__(self, store: Store, task, config: dict):
+        self.store, self.task, self.config = store, task, config
+
+    def steps(self) -> Iterator[Step]:
+        raise NotImplementedError
+
+    def finished(self, outcome: str) -> None:
+        """Called once the run stopped with `outcome`."""
+
+    @classmethod
+    def discard(cls, task) -> None:
+        """Remove the task's files (on rollback)."""
+
+
+def register(job: type[Job]) -> type[Job]:
+    KINDS[job.kind] = job
+    return job
+
+
+class Throttle:
+    """Keeps a run under `rate` rows per second, waking early on shutdown."""
+
+    def __init__(self, rate: float | None):
+        self.rate, self.start, self.done = rate, time.monotonic(), 0
+
+    def wait(self, rows: int) -> None:
+        if not self.rate:
+            return
+        self.done += rows
+        delay = self.start + self.done / self.rate - time.monotonic()
+        if delay > 0:
+            shutdown.wait(delay)
+
+
+def _commit(store: Store, task_id: int, token: str, step: Step) -> str:
+    """Commit a step, retrying transient database errors (locks, dropped links)."""
+    for attempt in range(RETRIES):
+        try:
+            return store.commit(task_id, token, step)
+        except OperationalError:
+            if attempt == RETRIES - 1:
+                raise
+            log.warning("task %s: transient database error, retrying", task_id, exc_info=True)
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]) -> str:
+    """Run a task from its checkpoint until it completes, pauses, fails or is lost."""
+    claimed = store.claim(task_id)
+    if claimed is None:
+        return "not claimed"  # a duplicate or stale message: another run holds it
+    token, task = claimed
+    job = KINDS[task.kind](store, task, config)
+    throttle = Throttle(config.get("IMPORT_MAX_ROWS_PER_S"))
+    outcome = st.LOST
+    try:
+        for step in job.steps():
+            outcome = _commit(store, task_id, token, step)
+            if outcome != st.CONTINUE:
+                break
+            if shutdown.is_set():
+                outcome = "released"
+                if store.release(task_id, token):
+                    enqueue(task_id)
+                break
+            throttle.wait(step.rows + step.errors)
+    except Exception as exc:
+        log.exception("task %s failed", task_id)
+        store.fail(task_id, token, f"{type(exc).__name__}: {exc}")
+        outcome = st.FAILED
+    job.finished(outcome)
+    if outcome == st.LOST:
+        rollback(store, task_id)  # if it was terminated, this worker is free to undo it
+    return outcome
+
+
+def rollback(store: Store, task_id: int) -> bool:
+    """Undo a TERMINATING task nobody holds: delete its rows and files, then REVOKED."""
+    claimed = store.claim_rollback(task_id)
+    if claimed is None:
+        return False
+    token, task = claimed
+    job = KINDS[task.kind]
+    if not store.delete_rows(task_id, token, task.last_row, job.row_tables):
+        return False
+    job.discard(task)
+    return store.finish_rollback(task_id, token)

@@ -1,0 +1,341 @@
+"""Task state in the database: transitions, claims, fenced checkpoints, rollback.
+
+Knows nothing of HTTP or Celery. Every status change is one conditional
+UPDATE; every checkpoint commit is fenced by the run token.
+"""
+
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, delete, event, func, insert, literal_column, select, update
+
+from . import states as S
+from .models import PausedTask, Task, TaskError
+
+T = Task.__table__
+P = PausedTask.__table__
+E = TaskError.__table__
+
+# Epoch seconds on the database's clock: every worker and web process agree on it.
+_NOW_SQL = {
+    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
+    "postgresql": "(extract(epoch from clock_timestamp())::float8)",
+}
+
+CONTINUE, PAUSED, COMPLETED, FAILED, LOST = "continue", S.PAUSED, S.COMPLETED, S.FAILED, "lost"
+
+ROLLBACK_STEP = 50_000
+
+
+def configure_engine(engine: Engine) -> None:
+    """SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE for the store's writes."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite recipe)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@dataclass
+class Step:
+    """One checkpointed batch: what to write and where the task stands after it."""
+
+    checkpoint: dict
+    rows: int = 0
+    errors: int = 0
+    done: bool = False
+    write: Callable | None = None  # write(conn) inside the checkpoint transaction
+
+
+class Store:
+    def __init__(self, engine: Engine):
+        self.engine = engine.execution_options(sqlite_immediate=True)
+        self.dialect = engine.dialect.name
+        self.now = literal_column(_NOW_SQL[self.dialect])
+
+    @contextmanager
+    def tx(self):
+        with self.engine.begin() as conn:
+            yield conn
+
+    def get(self, task_id: int):
+        """The task row, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(T).where(T.c.id == task_id)).first()
+
+    # -- creation and user actions -------------------------------------------------
+
+    def create_task(self, **values) -> int:
+        """Insert a QUEUED task and return its id."""
+        now = self.now
+        stmt = insert(T).values(
+            status=S.QUEUED, created_at=now, updated_at=now, heartbeat_at=now, **values
+        )
+        with self.tx() as conn:
+            return conn.execute(stmt.returning(T.c.id)).scalar_one()
+
+    def transition(self, task_id: int, action: str) -> tuple[str, bool] | None:
+        """Apply a user action atomically; return (status, changed) or None if no task.
+
+        A compare-and-set on the status read; if another writer got there first,
+        read again and decide again.
+        """
+        for _ in range(20):
+            with self.tx() as conn:
+                status = conn.execute(select(T.c.status).where(T.c.id == task_id)).scalar()
+                if status is None:
+                    return None
+                to = S.target(action, status)
+                if to is None:
+                    return status, False
+                if self._set_status(conn, task_id, status, to):
+                    return to, True
+        raise RuntimeError(f"task {task_id}: too much contention on {action}")
+
+    def _set_status(self, conn, task_id: int, frm: str, to: str, **extra) -> bool:
+        values = {"status": to, "updated_at": self.now, **extra}
+        if to in (S.PAUSED, S.TERMINATING, S.QUEUED):
+            values.setdefault("run_token", None)
+            values["heartbeat_at"] = self.now
+        if to in (S.COMPLETED, S.FAILED, S.REVOKED):
+            values["finished_at"] = self.now
+        where = (T.c.id == task_id, T.c.status == frm)
+        result = conn.execute(update(T).where(*where).values(**values))
+        if result.rowcount != 1:
+            return False
+        if to == S.PAUSED:
+            conn.execute(
+                insert(P).from_select(
+                    ["task_id", "last_row", "paused_at"],
+                    select(T.c.id, T.c.last_row, self.now).where(T.c.id == task_id),
+                )
+            )
+        elif frm == S.PAUSED:
+            conn.execute(delete(P).where(P.c.task_id == task_id))
+        return True
+
+    # -- runs ----------------------------------------------------------------------
+
+    def claim(self, task_id: int):
+        """Take a QUEUED task for a new run; return (token, task row) or None."""
+        token = uuid.uuid4().hex
+        now = self.now
+        stmt = (
+            update(T)
+            .where(T.c.id == task_id, T.c.status == S.QUEUED)
+            .values(
+                status=S.PROCESSING,
+                run_token=token,
+                heartbeat_at=now,
+                updated_at=now,
+                started_at=func.coalesce(T.c.started_at, now),
+                run_started_at=now,
+                run_start_row=T.c.last_row,
+                run_start_bytes=T.c.bytes_done,
+            )
+            .returning(*T.c)
+        )
+        with self.tx() as conn:
+            row = conn.execute(stmt).first()
+        return (token, row) if row else None
+
+    def commit(self, task_id: int, token: str, step: Step) -> str:
+        """Write a batch and its checkpoint in one transaction, fenced by the token.
+
+        Returns what the run must do next: CONTINUE, or PAUSED / COMPLETED /
+        FAILED (the task has stopped), or LOST (terminated or taken over).
+        """
+        now = self.now
+        stmt = (
+            update(T)
+            .where(T.c.id == task_id, T.c.run_token == token, T.c.status.in_(S.RUNNING))
+            .values(
+                rows_imported=T.c.rows_imported + step.rows,
+                error_count=T.c.error_count + step.errors,
+                heartbeat_at=now,
+                updated_at=now,
+                **step.checkpoint,
+            )
+            .returning(T.c.status, T.c.error_count, T.c.max_errors)
+        )
+        with self.tx() as conn:
+            row = conn.execute(stmt).first()
+            if row is None:
+                return LOST
+            if step.write is not None:
+                step.write(conn)
+            if row.error_count > row.max_errors:
+                error = f"{row.error_count} row errors passed max_errors={row.max_errors}"
+                self._set_status(conn, task_id, row.status, S.FAILED, run_token=None, error=error)
+                return FAILED
+            if row.status == S.PAUSING:
+                self._set_status(conn, task_id, S.PAUSING, S.PAUSED)
+                return PAUSED
+            if step.done:
+                self._set_status(conn, task_id, S.PROCESSING, S.COMPLETED, run_token=None)
+                return COMPLETED
+            return CONTINUE
+
+    def release(self, task_id: int, token: str) -> bool:
+        """Hand a held task back (worker shutting down); True if it is QUEUED again."""
+        with self.tx() as conn:
+            status = conn.execute(
+                select(T.c.status).where(T.c.id == task_id, T.c.run_token == token)
+            ).scalar()
+            if status == S.PROCESSING:
+                return self._set_status(conn, task_id, status, S.QUEUED)
+            if status == S.PAUSING:
+                self._set_status(conn, task_id, status, S.PAUSED)
+        return False
+
+    def fail(self, task_id: int, token: str, message: str) -> None:
+        """Mark a held task FAILED with the error that stopped it."""
+        stmt = (
+            update(T)
+            .where(T.c.id == task_id, T.c.run_token == token, T.c.status.in_(S.RUNNING))
+            .values(
+                status=S.FAILED,
+                error=message[:2000],
+                run_token=None,
+                updated_at=self.now,
+                finished_at=self.now,
+            )
+        )
+        with self.tx() as conn:
+            conn.execute(stmt)
+
+    # -- rollback ------------------------------------------------------------------
+
+    def claim_rollback(self, task_id: int):
+        """Take a TERMINATING task nobody holds; return (token, task row) or None."""
+        token = uuid.uuid4().hex
+        stmt = (
+            update(T)
+            .where(T.c.id == task_id, T.c.status == S.TERMINATING, T.c.run_token.is_(None))
+            .values(run_token=token, heartbeat_at=self.now)
+            .returning(*T.c)
+        )
+        with self.tx() as conn:
+            row = conn.execute(stmt).first()
+        return (token, row) if row else None
+
+    def delete_rows(self, task_id: int, token: str, upto: int, tables) -> bool:
+        """Delete the task's rows in row-number ranges; False if the token was lost."""
+        for lo in range(0, upto, ROLLBACK_STEP):
+            with self.tx() as conn:
+                if not self._touch(conn, task_id, token):
+                    return False
+                for table in tables:
+                    conn.execute(
+                        delete(table).where(
+                            table.c.task_id == task_id,
+                            table.c.row_number > lo,
+                            table.c.row_number <= lo + ROLLBACK_STEP,
+                        )
+                    )
+        return True
+
+    def finish_rollback(self, task_id: int, token: str) -> bool:
+        """Mark a rolled-back task REVOKED (its rows are gone)."""
+        with self.tx() as conn:
+            if not self._touch(conn, task_id, token):
+                return False
+            return self._set_status(conn, task_id, S.TERMINATING, S.REVOKED, run_token=None)
+
+    def _touch(self, conn, task_id: int, token: str) -> bool:
+        stmt = (
+            update(T)
+            .where(T.c.id == task_id, T.c.run_token == token)
+            .values(heartbeat_at=self.now)
+        )
+        return conn.execute(stmt).rowcount == 1
+
+    def unheld_terminations(self) -> list[int]:
+        """Ids of TERMINATING tasks that no run holds."""
+        stmt = select(T.c.id).where(T.c.status == S.TERMINATING, T.c.run_token.is_(None))
+        with self.engine.connect() as conn:
+            return list(conn.execute(stmt).scalars())
+
+    # -- crash recovery ------------------------------------------------------------
+
+    def sweep(self, timeout: float) -> list[int]:
+        """Take back tasks whose holder went silent; return ids to enqueue again."""
+        stale = T.c.heartbeat_at < self.now - timeout
+        ring: list[int] = []
+        with self.tx() as conn:
+            # A run that stopped checkpointing: back to the queue.
+            ring += conn.execute(
+                update(T)
+                .where(T.c.status == S.PROCESSING, stale)
+                .values(status=S.QUEUED, run_token=None, heartbeat_at=self.now)
+                .returning(T.c.id)
+            ).scalars()
+            # Queued but nobody took it (a lost message): ring again.
+            ring += conn.execute(
+                update(T)
+                .where(T.c.status == S.QUEUED, stale)
+                .values(heartbeat_at=self.now)
+                .returning(T.c.id)
+            ).scalars()
+            # A pause nobody will obey: the checkpoint is already committed.
+            for task_id in conn.execute(
+                select(T.c.id).where(T.c.status == S.PAUSING, stale)
+            ).scalars().all():
+                self._set_status(conn, task_id, S.PAUSING, S.PAUSED)
+            # A rollback whose runner died: free it for the next one.
+            conn.execute(
+                update(T)
+                .where(T.c.status == S.TERMINATING, T.c.run_token.is_not(None), stale)
+                .values(run_token=None, heartbeat_at=self.now)
+            )
+        return ring
+
+    # -- bulk writes (the hot path: DBAPI executemany on SQLite, COPY on PostgreSQL) --
+
+    def row_writer(self, task_id: int, rows: list, errors: list) -> Callable:
+        """Return write(conn) inserting (row_number, data) rows and row errors."""
+        task_id = int(task_id)
+
+        def write(conn) -> None:
+            if rows:
+                if self.dialect == "postgresql":
+                    dbapi = conn.connection.driver_connection
+                    sql = "COPY csv_entries (task_id, row_number, data) FROM STDIN"
+                    with dbapi.cursor() as cur, cur.copy(sql) as copy:
+                        for row_number, data in rows:
+                            copy.write_row((task_id, row_number, data))
+                else:
+                    conn.exec_driver_sql(
+                        "INSERT INTO csv_entries (task_id, row_number, data) "
+                        f"VALUES ({task_id}, ?, ?)",
+                        rows,
+                    )
+            if errors:
+                conn.execute(
+                    insert(E),
+                    [
+                        {
+                            "task_id": task_id,
+                            "row_number": e.row_number,
+                            "line_number": e.line_number,
+                            "raw": e.raw,
+                            "reason": e.reason,
+                        }
+                        for e in errors
+                    ],
+                )
+
+        return write

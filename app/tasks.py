@@ -1,0 +1,25 @@
+"""Celery tasks, thin: a message only says "work on task X now"."""
+
+import logging
+
+from celery import shared_task
+from flask import current_app
+
+from . import imports  # noqa: F401  (registers the import kind)
+from . import runner
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="run_task", ignore_result=True)
+def run_task(task_id: int) -> str:
+    """Run task `task_id` from its checkpoint; a no-op if another run holds it."""
+    return runner.run(current_app.extensions["store"], task_id, current_app.config, enqueue)
+
+
+def enqueue(task_id: int) -> None:
+    """Ring the doorbell for a task. If the broker is down the sweeper rings again."""
+    try:
+        run_task.apply_async((task_id,), retry=False)
+    except Exception:
+        log.warning("could not enqueue task %s; the sweeper will", task_id, exc_info=True)

@@ -1,0 +1,23 @@
+"""gunicorn settings for run.py and the Docker image; every value from the environment."""
+
+import os
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5001')}"
+workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
+# gthread: a worker's heartbeat does not depend on its requests, so a long
+# upload is never killed by `timeout`.
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS") or 8)
+timeout = 60
+graceful_timeout = 30
+accesslog = os.environ.get("ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+def on_starting(server):
+    """Apply migrations once, before any web worker starts."""
+    from app import create_app
+    from app.schema import upgrade
+
+    upgrade(create_app())

@@ -1,0 +1,61 @@
+"""Serve the app on HOST:PORT (gunicorn, settings in gunicorn.conf.py).
+
+Without REDIS_URL it also runs an embedded worker on the filesystem broker in
+DATA_DIR: a child process that dies with this one.
+"""
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from gunicorn.app.base import Application
+
+HERE = Path(__file__).resolve().parent
+
+
+class Server(Application):
+    def init(self, parser, opts, args):
+        return None
+
+    def load_config(self):
+        self.load_config_from_file(str(HERE / "gunicorn.conf.py"))
+
+    def load(self):
+        from app import create_app
+
+        return create_app()
+
+
+def _die_with_parent() -> None:
+    """Linux: deliver SIGTERM to the child when its parent dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # elsewhere the worker watches its parent itself
+
+
+def start_embedded_worker() -> subprocess.Popen:
+    env = {**os.environ, "EMBEDDED_PARENT_PID": str(os.getpid())}
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "worker.py")], env=env, preexec_fn=_die_with_parent
+    )
+
+
+def main() -> None:
+    worker = None if os.environ.get("REDIS_URL") else start_embedded_worker()
+    try:
+        Server().run()
+    finally:
+        if worker is not None:
+            worker.terminate()  # the worker stops at its next checkpoint
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+if __name__ == "__main__":
+    main()
