@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     upgrade(flask_app)
     concurrency = str(flask_app.config["WORKER_CONCURRENCY"])
     args = ["worker", "--loglevel", os.environ.get("LOG_LEVEL", "INFO"),
-            "--concurrency", concurrency, "--without-gossip", "--without-mingle"]
+            "--concurrency", concurrency, "--hostname", f"worker{os.getpid()}@%h",
+            "--without-gossip", "--without-mingle"]
     celery_app.worker_main(args + list(argv if argv is not None else sys.argv[1:]))
 
 

@@ -1,0 +1,150 @@
+"""Fixtures: an app on a real database, real worker processes, a real server.
+
+Two stacks: "sqlite" (SQLite + the embedded filesystem broker, as `make run`)
+and "postgres" (PostgreSQL + Redis, as a scaled deployment). The postgres
+stack needs DATABASE_URL and REDIS_URL; without them its tests skip, except
+under CI=true, where they fail.
+"""
+
+import os
+import uuid
+
+import pytest
+import redis as redis_lib
+from sqlalchemy import create_engine, text
+
+from app import create_app
+from app.schema import upgrade
+from tests.helpers import Proc, free_port, wait_for
+
+REQUIRED = os.environ.get("CI") == "true"
+
+
+def need(what: str, ok: bool, why: str) -> None:
+    """Skip (or fail under CI=true) when a service a test needs is missing."""
+    if ok:
+        return
+    if REQUIRED:
+        pytest.fail(f"{what} is required under CI=true: {why}")
+    pytest.skip(f"{what} not available: {why}")
+
+
+def _pg_schema_url(base: str, schema: str) -> str:
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def stack(request, tmp_path):
+    """Environment for the app and its workers: DATA_DIR, database and broker."""
+    env = {"DATA_DIR": str(tmp_path / "data"), "HEARTBEAT_TIMEOUT_S": "30"}
+    if request.param == "sqlite":
+        env["DATABASE_URL"] = ""
+        env["REDIS_URL"] = ""
+        yield env
+        return
+    db_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
+    need("PostgreSQL", bool(db_url), "set DATABASE_URL=postgresql+psycopg://...")
+    need("Redis", bool(redis_url), "set REDIS_URL=redis://...")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(db_url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    queue_db = redis_lib.Redis.from_url(redis_url)
+    # Each test gets its own queue name space: a fresh Redis database is not
+    # available per test, so flush the one we use (tests run one at a time).
+    queue_db.flushdb()
+    env["DATABASE_URL"] = _pg_schema_url(db_url, schema)
+    env["REDIS_URL"] = redis_url
+    yield env
+    queue_db.flushdb()
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture
+def app(stack, monkeypatch):
+    for key, value in stack.items():
+        monkeypatch.setenv(key, value)
+    application = create_app({"TESTING": True})
+    upgrade(application)
+    yield application
+    from app.models import db
+
+    with application.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def engine(app):
+    """A plain engine on the app's database, for checking results with SQL."""
+    from app.models import db
+
+    with app.app_context():
+        yield db.engine
+
+
+@pytest.fixture
+def start_worker(stack, tmp_path):
+    """Start real worker processes (`python worker.py`) on the stack."""
+    procs: list[Proc] = []
+
+    def start(concurrency: int = 2, **env) -> Proc:
+        full = {**stack, "WORKER_CONCURRENCY": str(concurrency), "SWEEP_INTERVAL_S": "1"}
+        full.update({k: str(v) for k, v in env.items()})
+        proc = Proc.start(["worker.py"], full, tmp_path / f"worker{len(procs)}.log")
+        procs.append(proc)
+        wait_for(lambda: proc.log_contains(" ready."), 60, f"worker ready ({proc.log})")
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+@pytest.fixture
+def live_server_factory(tmp_path):
+    """Start `python run.py` (app + embedded worker) and return its base URL."""
+    procs: list[Proc] = []
+
+    def start(**env) -> str:
+        import requests
+
+        port = free_port()
+        full = {
+            "DATA_DIR": str(tmp_path / "live"),
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "DATABASE_URL": "",
+            "REDIS_URL": "",
+            "WEB_CONCURRENCY": "2",
+            "SWEEP_INTERVAL_S": "1",
+        }
+        full.update({k: str(v) for k, v in env.items()})
+        proc = Proc.start(["run.py"], full, tmp_path / f"server{len(procs)}.log")
+        procs.append(proc)
+        base = f"http://127.0.0.1:{port}"
+
+        def healthy():
+            try:
+                return requests.get(f"{base}/healthz", timeout=5).json().get("workers", 0) >= 1
+            except (requests.RequestException, ValueError):
+                return False
+
+        wait_for(healthy, 90, f"server at {base} healthy ({proc.log})")
+        return base
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+@pytest.fixture
+def live_server(live_server_factory):
+    return live_server_factory()

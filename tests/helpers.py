@@ -1,0 +1,140 @@
+"""Test helpers: polling with deadlines, processes, files and SQL checks."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+
+ROOT = Path(__file__).resolve().parent.parent
+FINAL = ("COMPLETED", "FAILED", "REVOKED")
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll `predicate` until it returns a truthy value; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Proc:
+    popen: subprocess.Popen
+    log: Path
+
+    @classmethod
+    def start(cls, argv: list[str], env: dict, log: Path) -> "Proc":
+        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        for key in [k for k, v in full_env.items() if v == ""]:
+            del full_env[key]  # "" means unset
+        out = open(log, "ab")  # noqa: SIM115  (owned by the process for its life)
+        popen = subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return cls(popen, log)
+
+    def log_contains(self, text_: str) -> bool:
+        return text_ in self.log.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.popen.send_signal(sig)
+
+    def kill_group(self) -> None:
+        """SIGKILL the process and its children (a crash: nothing gets to clean up)."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(timeout=30)
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill_group()
+        return self.popen.returncode
+
+
+def write_rows(path: Path, rows: int, seed: int = 0) -> Path:
+    from sample_data.generate import write_csv
+
+    write_csv(str(path), rows, seed=seed)
+    return path
+
+
+def upload(client, path: Path, **form):
+    with open(path, "rb") as f:
+        data = {"file": (f, path.name), **{k: str(v) for k, v in form.items()}}
+        return client.post("/", data=data, content_type="multipart/form-data")
+
+
+def task(client, task_id) -> dict:
+    response = client.get(f"/tasks/{task_id}")
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def wait_status(client, task_id, statuses, timeout: float = 120) -> dict:
+    statuses = (statuses,) if isinstance(statuses, str) else tuple(statuses)
+
+    def check():
+        t = task(client, task_id)
+        if t["status"] in statuses:
+            return t
+        if t["status"] in FINAL and t["status"] not in statuses:
+            raise AssertionError(f"task {task_id} ended {t['status']}: {t['error']}")
+        return None
+
+    return wait_for(check, timeout, f"task {task_id} to reach {statuses}")
+
+
+def wait_rows(client, task_id, at_least: int, timeout: float = 120) -> dict:
+    return wait_for(
+        lambda: (t := task(client, task_id))["last_row"] >= at_least and t,
+        timeout,
+        f"task {task_id} to pass row {at_least}",
+        interval=0.01,
+    )
+
+
+def row_stats(engine, task_id) -> tuple[int, int, int | None, int | None]:
+    """(count, distinct row numbers, min, max) of a task's rows, straight from SQL."""
+    with engine.connect() as conn:
+        return tuple(
+            conn.execute(
+                text(
+                    "SELECT count(*), count(DISTINCT row_number), min(row_number), "
+                    "max(row_number) FROM csv_entries WHERE task_id = :t"
+                ),
+                {"t": task_id},
+            ).one()
+        )
+
+
+def assert_exact(engine, task_id, n: int) -> None:
+    expected = (n, n, 1, n) if n else (0, 0, None, None)
+    assert row_stats(engine, task_id) == expected

@@ -1,0 +1,168 @@
+"""The CSV reader alone: offsets, numbering, validation (no app, no database)."""
+
+import csv
+import io
+
+import orjson
+import pytest
+
+from app.importer import CsvOptions, UploadRejected, inspect, read_batches
+
+
+def write(tmp_path, content: bytes, name="f.csv"):
+    path = tmp_path / name
+    path.write_bytes(content)
+    return str(path)
+
+
+def read_all(path, options=CsvOptions(), offset=None, last_row=0, line=None, batch_rows=3):
+    layout = inspect(path, options)
+    batches = list(
+        read_batches(
+            path,
+            options,
+            len(layout.header),
+            layout.data_offset if offset is None else offset,
+            last_row,
+            layout.data_line if line is None else line,
+            batch_rows,
+            10.0,
+        )
+    )
+    rows = [(n, orjson.loads(d)) for b in batches for n, d in b.rows]
+    errors = [e for b in batches for e in b.errors]
+    return layout, batches, rows, errors
+
+
+def test_rows_numbered_from_one_and_blank_lines_skipped(tmp_path):
+    path = write(tmp_path, b"a,b\n1,2\n\n3,4\r\n\r\n5,6")
+    layout, batches, rows, errors = read_all(path)
+    assert layout.header == ["a", "b"]
+    assert rows == [(1, ["1", "2"]), (2, ["3", "4"]), (3, ["5", "6"])]
+    assert errors == [] and batches[-1].done and batches[-1].last_row == 3
+
+
+def test_quoted_newlines_keep_record_boundaries(tmp_path):
+    path = write(tmp_path, b'a,b\n"x\ny",1\n"p\r\nq",2\nz,3\n')
+    _, batches, rows, _ = read_all(path, batch_rows=1)
+    assert rows == [(1, ["x\ny", "1"]), (2, ["p\r\nq", "2"]), (3, ["z", "3"])]
+    # Every checkpoint offset is a record boundary: resuming there gives the rest.
+    for i, b in enumerate(batches[:-1]):
+        _, _, rest, _ = read_all(path, offset=b.offset, last_row=b.last_row, line=b.line_number)
+        assert rest == rows[i + 1 :]
+
+
+def test_resume_reads_from_the_offset_not_the_start(tmp_path):
+    """Bytes before the checkpoint are never read: here they are not even CSV."""
+    good = b"a,b\n1,2\n3,4\n5,6\n"
+    path = write(tmp_path, good)
+    _, batches, rows, _ = read_all(path, batch_rows=1)
+    first = batches[0]
+    # Overwrite everything before the checkpoint with garbage of the same length.
+    garbage = b"\0" * first.offset
+    with open(path, "r+b") as f:
+        f.write(garbage)
+    rest = list(read_batches(path, CsvOptions(), 2, first.offset, first.last_row, first.line_number, 10, 10.0))
+    resumed = [(n, orjson.loads(d)) for b in rest for n, d in b.rows]
+    assert resumed == rows[1:] and not any(b.errors for b in rest)
+
+
+def test_bom_is_stripped(tmp_path):
+    path = write(tmp_path, "\ufeffname,age\nÅsa,3\n".encode())
+    layout, _, rows, _ = read_all(path)
+    assert layout.header == ["name", "age"] and rows == [(1, ["Åsa", "3"])]
+
+
+def test_headerless_columns_are_named(tmp_path):
+    path = write(tmp_path, "\ufeff1,2,3\n4,5,6\n".encode())
+    layout, _, rows, _ = read_all(path, CsvOptions(has_header=False))
+    assert layout.header == ["col1", "col2", "col3"]
+    assert rows == [(1, ["1", "2", "3"]), (2, ["4", "5", "6"])]
+
+
+def read_data(path, columns, offset, options=CsvOptions()):
+    """Read rows past the first 64 KB's checks (as the worker does)."""
+    batches = list(read_batches(path, options, columns, offset, 0, 2, 100, 10.0))
+    rows = [(n, orjson.loads(d)) for b in batches for n, d in b.rows]
+    return rows, [e for b in batches for e in b.errors]
+
+
+def test_ragged_nul_and_undecodable_rows_are_errors_with_lines(tmp_path):
+    path = write(tmp_path, b"a,b\n1,2\n3\n4,\x005\n\xff\xfe,6\n7,8\n")
+    rows, errors = read_data(path, 2, 4)
+    assert rows == [(1, ["1", "2"]), (5, ["7", "8"])]
+    assert [(e.row_number, e.line_number) for e in errors] == [(2, 3), (3, 4), (4, 5)]
+    assert "expected 2 fields, found 1" in errors[0].reason
+    assert "NUL" in errors[1].reason and "\0" not in errors[1].raw
+    assert "utf-8" in errors[2].reason
+
+
+def test_field_over_the_limit_is_a_row_error(tmp_path):
+    big = b"x" * 3000
+    path = write(tmp_path, b"a,b\n1,2\n" + big + b",3\n4,5\n")
+    rows, errors = read_data(path, 2, 4, CsvOptions(max_field_kb=1))
+    assert [n for n, _ in rows] == [1, 3] and [e.row_number for e in errors] == [2]
+    assert len(errors[0].raw) <= 1024
+
+
+def test_header_only_file_has_no_rows(tmp_path):
+    path = write(tmp_path, b"a,b\n")
+    layout, batches, rows, _ = read_all(path)
+    assert rows == [] and batches[-1].done and layout.data_offset == 4
+
+
+def test_delimiter_and_latin1(tmp_path):
+    path = write(tmp_path, "a;b\nç;1\n".encode("latin-1"))
+    _, _, rows, errors = read_all(path, CsvOptions(delimiter=";", encoding="latin-1"))
+    assert rows == [(1, ["ç", "1"])] and errors == []
+
+
+@pytest.mark.parametrize(
+    "content, options, message",
+    [
+        (b"", CsvOptions(), "empty"),
+        (b"a,b\n\x00\x01\x02", CsvOptions(), "NUL"),
+        (b"a,b\n\xff\xfe\n", CsvOptions(), "not valid utf-8"),
+        (b"a,b\r1,2\r", CsvOptions(), "bare CR"),
+        (b"a,,c\n1,2,3\n", CsvOptions(), "empty name"),
+        (b"a,b,a\n1,2,3\n", CsvOptions(), "duplicate"),
+        (b"\n\n\n", CsvOptions(), "no complete row"),
+        (b"a,b\n", CsvOptions(encoding="utf-16"), "not supported"),
+        (b"a,b\n", CsvOptions(encoding="klingon"), "unknown encoding"),
+    ],
+)
+def test_unusable_files_are_rejected(tmp_path, content, options, message):
+    path = write(tmp_path, content)
+    with pytest.raises(UploadRejected, match=message):
+        inspect(path, options)
+
+
+def test_batches_are_bounded_by_rows(tmp_path):
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["n"])
+    w.writerows([[i] for i in range(100)])
+    path = write(tmp_path, buf.getvalue().encode())
+    _, batches, rows, _ = read_all(path, batch_rows=7)
+    assert len(rows) == 100 and all(len(b.rows) <= 7 for b in batches)
+
+
+def test_memory_does_not_grow_with_the_file(tmp_path):
+    """Constant memory: peak allocation reading 20x more rows stays the same."""
+    import tracemalloc
+
+    from sample_data.generate import write_csv
+
+    def peak(rows):
+        path = str(tmp_path / f"m{rows}.csv")
+        write_csv(path, rows, seed=1)
+        layout = inspect(path, CsvOptions())
+        tracemalloc.start()
+        for _ in read_batches(path, CsvOptions(), 13, layout.data_offset, 0, 2, 1000, 10.0):
+            pass
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(5_000), peak(100_000)
+    assert large < small * 1.5 + 512 * 1024, (small, large)
