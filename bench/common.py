@@ -84,20 +84,17 @@ def format_table(rows: list[Row], markdown: bool = False) -> str:
     ]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += [
-            "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body
-        ]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
         return "\n".join(lines)
     widths = [
-        max(len(h), *(len(row[i]) for row in body)) if body else len(h)
-        for i, h in enumerate(head)
+        max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(head)
     ]
     right = {1, 2, 3}
 
     def line(cells):
         return "  ".join(
             c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths))
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     out = [line(head), line(["-" * w for w in widths])]
@@ -159,9 +156,7 @@ def parse_ts(value: str | None) -> dt.datetime | None:
     return d if d.tzinfo else d.replace(tzinfo=dt.UTC)
 
 
-def server_seconds(
-    task: dict, start: str = "created_at", end: str = "finished_at"
-) -> float | None:
+def server_seconds(task: dict, start: str = "created_at", end: str = "finished_at") -> float | None:
     a, b = parse_ts(task.get(start)), parse_ts(task.get(end))
     if a is None or b is None:
         return None
@@ -203,9 +198,7 @@ class Service:
         self.n_workers = workers
         self.extra_env = dict(env or {})
         self._own_dir = data_dir is None
-        self.data_dir = (
-            Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="csvbench-"))
-        )
+        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="csvbench-"))
         self.keep = keep
         self.python = python
         self.ready_timeout = ready_timeout
@@ -321,9 +314,7 @@ class Service:
 
     def tail_log(self, n: int = 40) -> str:
         try:
-            return "\n".join(
-                self.log_path.read_text(errors="replace").splitlines()[-n:]
-            )
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return "(no log)"
 
@@ -349,7 +340,7 @@ class Service:
         fields: dict[str, str] | None = None,
         timeout: float = 3600,
     ) -> tuple[dict, float]:
-        """POST / with the file streamed from disk; returns (task JSON, seconds the request took)."""
+        """POST / streaming the file from disk; returns (task JSON, seconds the POST took)."""
         body = MultipartFile(path, fields=fields)
         t0 = time.perf_counter()
         r = self.session.post(
@@ -387,12 +378,11 @@ class Service:
                 return t
             if t.get("status") in FINAL:
                 raise RuntimeError(
-                    f"task {task_id} ended {t.get('status')} (wanted {sorted(statuses)}): {t.get('error')}"
+                    f"task {task_id} ended {t.get('status')} (wanted {sorted(statuses)}): "
+                    f"{t.get('error')}"
                 )
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"task {task_id} still {t.get('status')} after {timeout}s"
-                )
+                raise TimeoutError(f"task {task_id} still {t.get('status')} after {timeout}s")
             for p in self.procs:
                 if p.poll() is not None:
                     raise RuntimeError(
@@ -473,9 +463,7 @@ BATCH_LOG_ENV = {"IMPORT_BATCH_LOG": "1"}
 _BATCH_RE = re.compile(r"\bbatch\b.*?\brows=(\d+)\b.*?\bms=([0-9.]+)")
 
 
-def batch_times_ms(
-    task: dict, service_log: str
-) -> tuple[float | None, float | None, int]:
+def batch_times_ms(task: dict, service_log: str) -> tuple[float | None, float | None, int]:
     """(p50, p99, number of batches) of batch commit times in ms, or (None, None, 0)."""
     stats = task.get("batch_ms")
     if isinstance(stats, dict) and stats.get("p50") is not None:
@@ -520,9 +508,7 @@ def scratch_postgres(url: str, keep: bool = False):
         with psycopg.connect(libpq_url(url), autocommit=True) as c:
             c.execute(f'CREATE DATABASE "{name}"')
     except psycopg.Error as e:
-        log(
-            f"cannot create a scratch database ({e.__class__.__name__}: {e}); using {url} as is"
-        )
+        log(f"cannot create a scratch database ({e.__class__.__name__}: {e}); using {url} as is")
         yield url
         return
     try:
@@ -534,6 +520,17 @@ def scratch_postgres(url: str, keep: bool = False):
 
 
 # --------------------------------------------------------------------------- command line
+
+
+def service_env(args) -> dict[str, str]:
+    """The --service-env KEY=VALUE pairs as a dict."""
+    env = {}
+    for item in getattr(args, "service_env", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--service-env wants KEY=VALUE, got {item!r}")
+        env[key] = value
+    return env
 
 
 def add_common_arguments(p) -> None:
@@ -561,15 +558,16 @@ def add_common_arguments(p) -> None:
         "--postgres",
         default=os.environ.get("BENCH_POSTGRES_URL"),
         metavar="URL",
-        help="also bench PostgreSQL: a SQLAlchemy URL such as postgresql+psycopg://postgres@127.0.0.1:5432/test; "
-        "a scratch database is created on that server and dropped after (env BENCH_POSTGRES_URL)",
+        help="also bench PostgreSQL: a SQLAlchemy URL such as "
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test; a scratch database is created "
+        "on that server and dropped after (env BENCH_POSTGRES_URL)",
     )
     p.add_argument(
         "--redis",
         default=os.environ.get("BENCH_REDIS_URL"),
         metavar="URL",
-        help="use this Redis broker and separate `python worker.py` processes (env BENCH_REDIS_URL); "
-        "default: the embedded broker and worker of run.py",
+        help="use this Redis broker and separate `python worker.py` processes "
+        "(env BENCH_REDIS_URL); default: the embedded broker and worker of run.py",
     )
     p.add_argument(
         "--workers",
@@ -583,14 +581,10 @@ def add_common_arguments(p) -> None:
         default=3600,
         help="seconds to wait for one task (default 3600)",
     )
-    p.add_argument(
-        "--no-service", action="store_true", help="measure the baselines only"
-    )
+    p.add_argument("--no-service", action="store_true", help="measure the baselines only")
     p.add_argument(
         "--keep",
         action="store_true",
         help="keep the service's DATA_DIR and scratch database",
     )
-    p.add_argument(
-        "--markdown", action="store_true", help="print the table as Markdown"
-    )
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")

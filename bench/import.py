@@ -38,35 +38,16 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from bench import common as c
 from bench.common import Row
+from sample_data.generate import HEADER
 
 NAME = "import"
 SQLITE3 = os.environ.get("SQLITE3", "sqlite3")
 PSQL = os.environ.get("PSQL", "psql")
-COLUMNS = [
-    "seq",
-    "first",
-    "last",
-    "email",
-    "age",
-    "street",
-    "city",
-    "state",
-    "zip",
-    "dollar",
-    "date",
-    "pick",
-    "sentence",
-]
+COLUMNS = HEADER  # the generated file's header
 
 
 def add_arguments(p) -> None:
     g = p.add_argument_group("import")
-    g.add_argument(
-        "--import-batch-size",
-        type=int,
-        default=None,
-        help="IMPORT_BATCH_SIZE for the service (default: its own)",
-    )
     g.add_argument(
         "--no-rollback",
         action="store_true",
@@ -83,32 +64,22 @@ def sqlite_baseline(path: Path, rows: int, repeat: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="csvbench-sqlite-") as d:
         for i in range(repeat):
             db = Path(d) / f"base{i}.db"
-            times.append(
-                c.timed_run([SQLITE3, str(db), ".mode csv", f".import {path} t"])
-            )
+            times.append(c.timed_run([SQLITE3, str(db), ".mode csv", f".import {path} t"]))
             if i == 0:
                 n = int(
-                    subprocess.check_output(
-                        [SQLITE3, str(db), "SELECT count(*) FROM t"], text=True
-                    )
+                    subprocess.check_output([SQLITE3, str(db), "SELECT count(*) FROM t"], text=True)
                 )
                 if n != rows:
-                    raise RuntimeError(
-                        f"sqlite3 .import loaded {n} rows, expected {rows}"
-                    )
+                    raise RuntimeError(f"sqlite3 .import loaded {n} rows, expected {rows}")
             c.log(f"sqlite3 .import run {i + 1}/{repeat}: {times[-1]:.2f} s")
         # A WHERE clause defeats SQLite's truncate optimization, like the service's
         # DELETE ... WHERE task_id = ? would.
-        delete_s = c.timed_run(
-            [SQLITE3, str(db), "DELETE FROM t WHERE seq IS NOT NULL"]
-        )
+        delete_s = c.timed_run([SQLITE3, str(db), "DELETE FROM t WHERE seq IS NOT NULL"])
         c.log(f"sqlite3 DELETE: {delete_s:.2f} s")
     return c.median(times), delete_s
 
 
-def postgres_baseline(
-    url: str, path: Path, rows: int, repeat: int
-) -> tuple[float, float]:
+def postgres_baseline(url: str, path: Path, rows: int, repeat: int) -> tuple[float, float]:
     """(median seconds of ``psql \\copy`` into a fresh table, seconds of DELETE FROM it)."""
     conn = c.libpq_url(url)
     cols = ", ".join(f"{name} text" for name in COLUMNS)
@@ -134,9 +105,7 @@ def postgres_baseline(
                 stdout=subprocess.DEVNULL,
             )
             copy = f"\\copy {table} FROM '{path}' WITH (FORMAT csv, HEADER true)"
-            times.append(
-                c.timed_run([PSQL, conn, "-q", "-v", "ON_ERROR_STOP=1", "-c", copy])
-            )
+            times.append(c.timed_run([PSQL, conn, "-q", "-v", "ON_ERROR_STOP=1", "-c", copy]))
             c.log(f"psql \\copy run {i + 1}/{repeat}: {times[-1]:.2f} s")
         n = int(
             subprocess.check_output(
@@ -159,13 +128,14 @@ def postgres_baseline(
 # --------------------------------------------------------------------------- the service
 
 
-def service_runs(
-    path: Path, rows: int, repeat: int, args, database_url: str | None
-) -> dict:
+def _secs(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f} s"
+
+
+def service_runs(path: Path, rows: int, repeat: int, args, database_url: str | None) -> dict:
     """Import ``path`` ``repeat`` times through the real service; medians of each measure."""
     env = dict(c.BATCH_LOG_ENV)
-    if getattr(args, "import_batch_size", None):
-        env["IMPORT_BATCH_SIZE"] = str(args.import_batch_size)
+    env.update(c.service_env(args))
     m = {k: [] for k in ("server", "processing", "client", "upload", "rollback")}
     notes: list[str] = []
     batch = (None, None, 0)
@@ -184,7 +154,8 @@ def service_runs(
             client_s = c.time.perf_counter() - t0
             if done.get("rows_imported") != rows or done.get("error_count"):
                 notes.append(
-                    f"run {i + 1}: rows_imported={done.get('rows_imported')} error_count={done.get('error_count')}"
+                    f"run {i + 1}: rows_imported={done.get('rows_imported')} "
+                    f"error_count={done.get('error_count')}"
                 )
             server_s = c.server_seconds(done, "created_at", "finished_at")
             proc_s = c.server_seconds(done, "started_at", "finished_at")
@@ -193,12 +164,10 @@ def service_runs(
             m["client"].append(client_s)
             m["upload"].append(upload_s)
             c.log(
-                f"service run {i + 1}/{repeat}: server {server_s if server_s is None else round(server_s, 2)} s, "
-                f"processing {proc_s if proc_s is None else round(proc_s, 2)} s, client {client_s:.2f} s, upload {upload_s:.2f} s"
+                f"service run {i + 1}/{repeat}: server {_secs(server_s)}, "
+                f"processing {_secs(proc_s)}, client {client_s:.2f} s, upload {upload_s:.2f} s"
             )
-            if not any(
-                "." in str(done.get(k) or "") for k in ("created_at", "finished_at")
-            ):
+            if not any("." in str(done.get(k) or "") for k in ("created_at", "finished_at")):
                 notes.append("task timestamps have 1 s resolution")
             if i == 0:
                 batch = c.batch_times_ms(done, svc.read_log())
@@ -340,9 +309,7 @@ def run(args) -> list[Row]:
 
     if args.postgres:
         with c.scratch_postgres(args.postgres, keep=args.keep) as url:
-            pbase_s, pbase_del = postgres_baseline(
-                url, path, rows, args.baseline_repeat
-            )
+            pbase_s, pbase_del = postgres_baseline(url, path, rows, args.baseline_repeat)
             if args.no_service:
                 psvc = dict(svc)
             else:

@@ -35,18 +35,17 @@ def load(name: str):
 
 
 def machine() -> str:
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     c.add_common_arguments(p)
-    p.add_argument(
-        "--only", default="", help=f"comma-separated subset of: {', '.join(BENCHES)}"
-    )
-    p.add_argument(
-        "--json", metavar="OUT", help="also write the rows as JSON to this file"
-    )
+    p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHES)}")
+    p.add_argument("--json", metavar="OUT", help="also write the rows as JSON to this file")
     modules = [load(n) for n in BENCHES]
     for m in modules:
         if hasattr(m, "add_arguments"):
@@ -60,7 +59,7 @@ def main(argv=None) -> int:
     rows: list[c.Row] = []
     failed: list[str] = []
     t0 = time.perf_counter()
-    for name, m in zip(BENCHES, modules):
+    for name, m in zip(BENCHES, modules, strict=True):
         if name not in chosen:
             continue
         c.log(f"running bench {name}")
@@ -81,15 +80,13 @@ def main(argv=None) -> int:
             )
             failed.append(name)
     print(
-        f"# {machine()}; {args.rows:,} rows; medians of {args.repeat} service / {args.baseline_repeat} baseline runs; "
-        f"{time.perf_counter() - t0:.0f} s"
+        f"# {machine()}; {args.rows:,} rows; medians of {args.repeat} service / "
+        f"{args.baseline_repeat} baseline runs; {time.perf_counter() - t0:.0f} s"
     )
     print(c.format_table(rows, markdown=args.markdown))
     if args.json:
         Path(args.json).write_text(
-            json.dumps(
-                {"machine": machine(), "rows": [r._asdict() for r in rows]}, indent=2
-            )
+            json.dumps({"machine": machine(), "rows": [r._asdict() for r in rows]}, indent=2)
         )
     return 1 if failed else 0
 

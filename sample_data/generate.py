@@ -29,471 +29,63 @@ import sys
 import time
 from itertools import islice
 
-HEADER = [
-    "seq",
-    "first",
-    "last",
-    "email",
-    "age",
-    "street",
-    "city",
-    "state",
-    "zip",
-    "dollar",
-    "date",
-    "pick",
-    "sentence",
-]
+HEADER = "seq,first,last,email,age,street,city,state,zip,dollar,date,pick,sentence".split(",")
 
 CHUNK_ROWS = 10_000
 
-FIRST = [
-    "Adam",
-    "Alice",
-    "Amelia",
-    "Andrew",
-    "Anna",
-    "Arthur",
-    "Barbara",
-    "Ben",
-    "Bertha",
-    "Bill",
-    "Carl",
-    "Carrie",
-    "Cecilia",
-    "Charles",
-    "Chloe",
-    "Chris",
-    "Daisy",
-    "Dale",
-    "Dan",
-    "David",
-    "Della",
-    "Dora",
-    "Earl",
-    "Ed",
-    "Edith",
-    "Eliza",
-    "Emma",
-    "Eric",
-    "Ernest",
-    "Ethel",
-    "Eva",
-    "Frank",
-    "Fred",
-    "Gary",
-    "Gene",
-    "George",
-    "Gertrude",
-    "Grace",
-    "Harry",
-    "Hattie",
-    "Helen",
-    "Henry",
-    "Ida",
-    "Isaac",
-    "Jack",
-    "Jane",
-    "Jason",
-    "Jean",
-    "Jerome",
-    "Jesse",
-    "Joe",
-    "John",
-    "Josie",
-    "Julia",
-    "Katie",
-    "Keith",
-    "Lena",
-    "Leo",
-    "Lilly",
-    "Lola",
-    "Lou",
-    "Lucy",
-    "Luis",
-    "Mabel",
-    "Mae",
-    "Marc",
-    "Maria",
-    "Mark",
-    "Mary",
-    "Max",
-    "Minnie",
-    "Nancy",
-    "Nell",
-    "Nora",
-    "Olive",
-    "Oscar",
-    "Owen",
-    "Pearl",
-    "Pete",
-    "Phoebe",
-    "Ralph",
-    "Ray",
-    "Rhoda",
-    "Rose",
-    "Roy",
-    "Ruby",
-    "Ruth",
-    "Sam",
-    "Sara",
-    "Sophie",
-    "Stella",
-    "Steve",
-    "Susie",
-    "Ted",
-    "Tom",
-    "Vera",
-    "Victor",
-    "Violet",
-    "Walter",
-    "Willie",
-    "Zoe",
-]
+FIRST = (
+    "Adam Alice Amelia Andrew Anna Arthur Barbara Ben Bertha Bill Carl Carrie Cecilia "
+    "Charles Chloe Chris Daisy Dale Dan David Della Dora Earl Ed Edith Eliza Emma Eric "
+    "Ernest Ethel Eva Frank Fred Gary Gene George Gertrude Grace Harry Hattie Helen Henry "
+    "Ida Isaac Jack Jane Jason Jean Jerome Jesse Joe John Josie Julia Katie Keith Lena "
+    "Leo Lilly Lola Lou Lucy Luis Mabel Mae Marc Maria Mark Mary Max Minnie Nancy Nell "
+    "Nora Olive Oscar Owen Pearl Pete Phoebe Ralph Ray Rhoda Rose Roy Ruby Ruth Sam Sara "
+    "Sophie Stella Steve Susie Ted Tom Vera Victor Violet Walter Willie Zoe"
+).split()
 
-LAST = [
-    "Adams",
-    "Allen",
-    "Alvarez",
-    "Bailey",
-    "Baker",
-    "Barnes",
-    "Bell",
-    "Bennett",
-    "Brooks",
-    "Brown",
-    "Bryant",
-    "Butler",
-    "Campbell",
-    "Carter",
-    "Castro",
-    "Clark",
-    "Cole",
-    "Collins",
-    "Cook",
-    "Cooper",
-    "Cruz",
-    "Davis",
-    "Diaz",
-    "Edwards",
-    "Evans",
-    "Fisher",
-    "Flores",
-    "Ford",
-    "Foster",
-    "Garcia",
-    "Gibson",
-    "Gomez",
-    "Gonzales",
-    "Graham",
-    "Gray",
-    "Green",
-    "Griffin",
-    "Hall",
-    "Harris",
-    "Hayes",
-    "Henderson",
-    "Hill",
-    "Howard",
-    "Hughes",
-    "Jackson",
-    "James",
-    "Jenkins",
-    "Johnson",
-    "Jones",
-    "Jordan",
-    "Kelly",
-    "Kennedy",
-    "Kim",
-    "King",
-    "Lee",
-    "Lewis",
-    "Long",
-    "Lopez",
-    "Marshall",
-    "Martin",
-    "Mason",
-    "Meyer",
-    "Miller",
-    "Mitchell",
-    "Moore",
-    "Morgan",
-    "Morris",
-    "Murphy",
-    "Myers",
-    "Nelson",
-    "Nguyen",
-    "Owens",
-    "Parker",
-    "Patel",
-    "Perez",
-    "Perry",
-    "Peters",
-    "Phillips",
-    "Powell",
-    "Price",
-    "Ramos",
-    "Reed",
-    "Reyes",
-    "Richards",
-    "Rivera",
-    "Roberts",
-    "Robinson",
-    "Rogers",
-    "Ross",
-    "Russell",
-    "Sanders",
-    "Scott",
-    "Shaw",
-    "Simmons",
-    "Smith",
-    "Stewart",
-    "Sullivan",
-    "Taylor",
-    "Thomas",
-    "Torres",
-    "Turner",
-    "Walker",
-    "Ward",
-    "Watson",
-    "White",
-    "Wilson",
-    "Wood",
-    "Wright",
-    "Young",
-]
+LAST = (
+    "Adams Allen Alvarez Bailey Baker Barnes Bell Bennett Brooks Brown Bryant Butler "
+    "Campbell Carter Castro Clark Cole Collins Cook Cooper Cruz Davis Diaz Edwards Evans "
+    "Fisher Flores Ford Foster Garcia Gibson Gomez Gonzales Graham Gray Green Griffin "
+    "Hall Harris Hayes Henderson Hill Howard Hughes Jackson James Jenkins Johnson Jones "
+    "Jordan Kelly Kennedy Kim King Lee Lewis Long Lopez Marshall Martin Mason Meyer "
+    "Miller Mitchell Moore Morgan Morris Murphy Myers Nelson Nguyen Owens Parker Patel "
+    "Perez Perry Peters Phillips Powell Price Ramos Reed Reyes Richards Rivera Roberts "
+    "Robinson Rogers Ross Russell Sanders Scott Shaw Simmons Smith Stewart Sullivan "
+    "Taylor Thomas Torres Turner Walker Ward Watson White Wilson Wood Wright Young"
+).split()
 
-DOMAINS = [
-    "ab.com",
-    "ce.net",
-    "fi.org",
-    "gu.io",
-    "hu.edu",
-    "ka.gov",
-    "mo.com",
-    "ne.net",
-    "po.org",
-    "ru.com",
-]
+DOMAINS = "ab.com ce.net fi.org gu.io hu.edu ka.gov mo.com ne.net po.org ru.com".split()
 
-STREET_NAMES = [
-    "Abbey",
-    "Alder",
-    "Ash",
-    "Aspen",
-    "Bay",
-    "Beech",
-    "Birch",
-    "Cedar",
-    "Cherry",
-    "Chestnut",
-    "Cliff",
-    "Clover",
-    "Creek",
-    "Cypress",
-    "Dogwood",
-    "Elm",
-    "Fern",
-    "Forest",
-    "Garden",
-    "Glen",
-    "Grove",
-    "Harbor",
-    "Hazel",
-    "Hickory",
-    "Hill",
-    "Holly",
-    "Island",
-    "Ivy",
-    "Juniper",
-    "Lake",
-    "Laurel",
-    "Linden",
-    "Magnolia",
-    "Maple",
-    "Meadow",
-    "Mill",
-    "Oak",
-    "Orchard",
-    "Park",
-    "Pine",
-    "Poplar",
-    "Ridge",
-    "River",
-    "Rose",
-    "Sage",
-    "Spring",
-    "Spruce",
-    "Summit",
-    "Sunset",
-    "Valley",
-    "Walnut",
-    "Willow",
-]
-STREET_KINDS = ["St", "Ave", "Rd", "Ln", "Dr", "Ct", "Pl", "Way", "Blvd", "Trl"]
+STREET_NAMES = (
+    "Abbey Alder Ash Aspen Bay Beech Birch Cedar Cherry Chestnut Cliff Clover Creek "
+    "Cypress Dogwood Elm Fern Forest Garden Glen Grove Harbor Hazel Hickory Hill Holly "
+    "Island Ivy Juniper Lake Laurel Linden Magnolia Maple Meadow Mill Oak Orchard Park "
+    "Pine Poplar Ridge River Rose Sage Spring Spruce Summit Sunset Valley Walnut Willow"
+).split()
+STREET_KINDS = "St Ave Rd Ln Dr Ct Pl Way Blvd Trl".split()
 
-CITIES = [
-    "Abuzo",
-    "Bamuwo",
-    "Cezoju",
-    "Dabiba",
-    "Eguhuk",
-    "Fijwoz",
-    "Gukovo",
-    "Hawase",
-    "Ijuraj",
-    "Jefebu",
-    "Kaputo",
-    "Lokuta",
-    "Mafomu",
-    "Nibone",
-    "Oniwu",
-    "Pedago",
-    "Rukaho",
-    "Sizoli",
-    "Tanwec",
-    "Umakot",
-    "Vozeka",
-    "Wijapa",
-    "Yotebu",
-    "Zibuda",
-    "Acodo",
-    "Birsi",
-    "Cuhvo",
-    "Dugsez",
-    "Ekedo",
-    "Fehisu",
-]
+CITIES = (
+    "Abuzo Bamuwo Cezoju Dabiba Eguhuk Fijwoz Gukovo Hawase Ijuraj Jefebu Kaputo Lokuta "
+    "Mafomu Nibone Oniwu Pedago Rukaho Sizoli Tanwec Umakot Vozeka Wijapa Yotebu Zibuda "
+    "Acodo Birsi Cuhvo Dugsez Ekedo Fehisu"
+).split()
 
-STATES = [
-    "AL",
-    "AK",
-    "AZ",
-    "AR",
-    "CA",
-    "CO",
-    "CT",
-    "DE",
-    "FL",
-    "GA",
-    "HI",
-    "ID",
-    "IL",
-    "IN",
-    "IA",
-    "KS",
-    "KY",
-    "LA",
-    "ME",
-    "MD",
-    "MA",
-    "MI",
-    "MN",
-    "MS",
-    "MO",
-    "MT",
-    "NE",
-    "NV",
-    "NH",
-    "NJ",
-    "NM",
-    "NY",
-    "NC",
-    "ND",
-    "OH",
-    "OK",
-    "OR",
-    "PA",
-    "RI",
-    "SC",
-    "SD",
-    "TN",
-    "TX",
-    "UT",
-    "VT",
-    "VA",
-    "WA",
-    "WV",
-    "WI",
-    "WY",
-]
+STATES = (
+    "AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV "
+    "NH NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY"
+).split()
 
-PICKS = [
-    "RED",
-    "GREEN",
-    "BLUE",
-    "YELLOW",
-    "WHITE",
-    "ORANGE",
-    "PURPLE",
-    "BROWN",
-    "BLACK",
-]
+PICKS = "RED GREEN BLUE YELLOW WHITE ORANGE PURPLE BROWN BLACK".split()
 
-WORDS = [
-    "lorem",
-    "ipsum",
-    "dolor",
-    "sit",
-    "amet",
-    "consectetur",
-    "adipiscing",
-    "elit",
-    "sed",
-    "do",
-    "eiusmod",
-    "tempor",
-    "incididunt",
-    "ut",
-    "labore",
-    "et",
-    "dolore",
-    "magna",
-    "aliqua",
-    "enim",
-    "ad",
-    "minim",
-    "veniam",
-    "quis",
-    "nostrud",
-    "exercitation",
-    "ullamco",
-    "laboris",
-    "nisi",
-    "aliquip",
-    "ex",
-    "ea",
-    "commodo",
-    "consequat",
-    "duis",
-    "aute",
-    "irure",
-    "in",
-    "reprehenderit",
-    "voluptate",
-    "velit",
-    "esse",
-    "cillum",
-    "fugiat",
-    "nulla",
-    "pariatur",
-    "excepteur",
-    "sint",
-    "occaecat",
-    "cupidatat",
-    "non",
-    "proident",
-    "sunt",
-    "culpa",
-    "qui",
-    "officia",
-    "deserunt",
-    "mollit",
-    "anim",
-    "id",
-    "est",
-    "laborum",
-]
+WORDS = (
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
+    "incididunt ut labore et dolore magna aliqua enim ad minim veniam quis nostrud "
+    "exercitation ullamco laboris nisi aliquip ex ea commodo consequat duis aute irure in "
+    "reprehenderit voluptate velit esse cillum fugiat nulla pariatur excepteur sint "
+    "occaecat cupidatat non proident sunt culpa qui officia deserunt mollit anim id est "
+    "laborum"
+).split()
 
 DATE_FIRST = _dt.date(2015, 1, 1)
 DATE_LAST = _dt.date(2020, 12, 31)
@@ -525,7 +117,7 @@ def _pools(rng: random.Random) -> list[list[str]]:
     fragment was encoded by ``csv.writer`` itself, so quoting is right by construction,
     and the hot loop does no per-field work in Python.
     """
-    names = [_encode([f, l]) for f in FIRST for l in LAST]  # first,last
+    names = [_encode([first, last]) for first in FIRST for last in LAST]  # first,last
     emails = [
         _encode(
             [
@@ -556,9 +148,7 @@ def _pools(rng: random.Random) -> list[list[str]]:
         )
         for _ in range(8192)
     ]
-    dollars = [
-        _encode([f"${rng.randrange(100, 1000000) / 100:.2f}"]) for _ in range(8192)
-    ]
+    dollars = [_encode([f"${rng.randrange(100, 1000000) / 100:.2f}"]) for _ in range(8192)]
     ndays = (DATE_LAST - DATE_FIRST).days + 1
     date_pick = [
         _encode([(DATE_FIRST + _dt.timedelta(days=d)).strftime("%m/%d/%Y"), pick])
@@ -569,8 +159,7 @@ def _pools(rng: random.Random) -> list[list[str]]:
     def sentence() -> str:
         # 2-4 clauses joined by ", " so every sentence holds at least one comma.
         clauses = [
-            " ".join(rng.choices(WORDS, k=rng.randrange(2, 7)))
-            for _ in range(rng.randrange(2, 5))
+            " ".join(rng.choices(WORDS, k=rng.randrange(2, 7))) for _ in range(rng.randrange(2, 5))
         ]
         text = ", ".join(clauses)
         return text[0].upper() + text[1:] + "."
@@ -579,9 +168,7 @@ def _pools(rng: random.Random) -> list[list[str]]:
     return [names, emails, age_street, city_state_zip, dollars, date_pick, sentences]
 
 
-def iter_chunks(
-    rows: int, seed: int = 0, chunk_rows: int = CHUNK_ROWS, *, eol: str = "\n"
-):
+def iter_chunks(rows: int, seed: int = 0, chunk_rows: int = CHUNK_ROWS, *, eol: str = "\n"):
     """Yield the data rows as encoded CSV text, ``chunk_rows`` records at a time."""
     pools, state = _seeded_pools(seed)
     rng = random.Random()
@@ -593,13 +180,11 @@ def iter_chunks(
         n = min(chunk_rows, rows - done)
         seq = map(str, range(done + 1, done + n + 1))
         columns = [choices(pool, k=n) for pool in pools]
-        yield eol.join(map(join, zip(seq, *columns))) + eol
+        yield eol.join(map(join, zip(seq, *columns, strict=True))) + eol
         done += n
 
 
-def write_csv(
-    path, rows: int, seed: int = 0, *, header: bool = True, crlf: bool = False
-) -> str:
+def write_csv(path, rows: int, seed: int = 0, *, header: bool = True, crlf: bool = False) -> str:
     """Write ``rows`` data rows (plus the header unless ``header=False``) to ``path``.
 
     Returns ``path`` as a string. Memory stays constant whatever ``rows`` is.
@@ -639,9 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", help="output CSV path ('-' for stdout)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--no-header", action="store_true", help="omit the header line")
-    p.add_argument(
-        "--crlf", action="store_true", help="end lines with CRLF instead of LF"
-    )
+    p.add_argument("--crlf", action="store_true", help="end lines with CRLF instead of LF")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on stderr")
     a = p.parse_args(argv)
     if a.rows < 0:
