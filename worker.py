@@ -30,9 +30,17 @@ def main(argv: list[str] | None = None) -> None:
         threading.Thread(target=_watch_parent, args=(int(parent),), daemon=True).start()
     upgrade(flask_app)
     concurrency = str(flask_app.config["WORKER_CONCURRENCY"])
-    args = ["worker", "--loglevel", os.environ.get("LOG_LEVEL", "INFO"),
-            "--concurrency", concurrency, "--hostname", f"worker{os.getpid()}@%h",
-            "--without-gossip", "--without-mingle"]
+    args = [
+        "worker",
+        "--loglevel",
+        os.environ.get("LOG_LEVEL", "INFO"),
+        "--concurrency",
+        concurrency,
+        "--hostname",
+        f"worker{os.getpid()}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     celery_app.worker_main(args + list(argv if argv is not None else sys.argv[1:]))
 
 

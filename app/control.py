@@ -65,9 +65,7 @@ def install(app) -> None:
 
     @signals.worker_ready.connect(weak=False)
     def _ready(**_):
-        threading.Thread(
-            target=control_loop, args=(app, stop), name="control", daemon=True
-        ).start()
+        threading.Thread(target=control_loop, args=(app, stop), name="control", daemon=True).start()
 
     @signals.worker_shutting_down.connect(weak=False)
     def _shutting_down(**_):

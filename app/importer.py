@@ -64,7 +64,7 @@ def check_encoding(encoding: str) -> str:
         info = codecs.lookup(encoding)
     except LookupError:
         raise UploadRejected(f"unknown encoding {encoding!r}") from None
-    if "\n,;\t|\"".encode(info.name, errors="replace") != b"\n,;\t|\"":
+    if '\n,;\t|"'.encode(info.name, errors="replace") != b'\n,;\t|"':
         raise UploadRejected(
             f"encoding {encoding!r} is not supported: use an ASCII-compatible one "
             "such as utf-8, latin-1 or cp1252"

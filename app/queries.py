@@ -53,5 +53,3 @@ def errors_page(conn: Connection, task_id: int, limit: int, after: int | None):
     if after is not None:
         stmt = stmt.where(E.c.id > after)
     return conn.execute(stmt.order_by(E.c.id).limit(limit)).all()
-
-

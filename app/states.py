@@ -19,9 +19,7 @@ RUNNING = (PROCESSING, PAUSING)
 TRANSITIONS = {
     "pause": {QUEUED: PAUSED, PROCESSING: PAUSING},
     "resume": {PAUSED: QUEUED, PAUSING: PROCESSING},
-    "terminate": {
-        s: TERMINATING for s in (QUEUED, PROCESSING, PAUSING, PAUSED, COMPLETED, FAILED)
-    },
+    "terminate": {s: TERMINATING for s in (QUEUED, PROCESSING, PAUSING, PAUSED, COMPLETED, FAILED)},
 }
 
 # action -> statuses where the action is already done or under way: 200, unchanged.

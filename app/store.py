@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, event, func, insert, literal_column, select, update
+from sqlalchemy.exc import DBAPIError
 
 from . import states as S
 from .models import PausedTask, Task, TaskError
@@ -257,9 +258,7 @@ class Store:
 
     def _touch(self, conn, task_id: int, token: str) -> bool:
         stmt = (
-            update(T)
-            .where(T.c.id == task_id, T.c.run_token == token)
-            .values(heartbeat_at=self.now)
+            update(T).where(T.c.id == task_id, T.c.run_token == token).values(heartbeat_at=self.now)
         )
         return conn.execute(stmt).rowcount == 1
 
@@ -276,13 +275,6 @@ class Store:
         stale = T.c.heartbeat_at < self.now - timeout
         ring: list[int] = []
         with self.tx() as conn:
-            # A run that stopped checkpointing: back to the queue.
-            ring += conn.execute(
-                update(T)
-                .where(T.c.status == S.PROCESSING, stale)
-                .values(status=S.QUEUED, run_token=None, heartbeat_at=self.now)
-                .returning(T.c.id)
-            ).scalars()
             # Queued but nobody took it (a lost message): ring again.
             ring += conn.execute(
                 update(T)
@@ -290,10 +282,17 @@ class Store:
                 .values(heartbeat_at=self.now)
                 .returning(T.c.id)
             ).scalars()
+            # A run that stopped checkpointing: back to the queue.
+            ring += conn.execute(
+                update(T)
+                .where(T.c.status == S.PROCESSING, stale)
+                .values(status=S.QUEUED, run_token=None, heartbeat_at=self.now)
+                .returning(T.c.id)
+            ).scalars()
             # A pause nobody will obey: the checkpoint is already committed.
-            for task_id in conn.execute(
-                select(T.c.id).where(T.c.status == S.PAUSING, stale)
-            ).scalars().all():
+            for task_id in (
+                conn.execute(select(T.c.id).where(T.c.status == S.PAUSING, stale)).scalars().all()
+            ):
                 self._set_status(conn, task_id, S.PAUSING, S.PAUSED)
             # A rollback whose runner died: free it for the next one.
             conn.execute(
@@ -312,11 +311,7 @@ class Store:
         def write(conn) -> None:
             if rows:
                 if self.dialect == "postgresql":
-                    dbapi = conn.connection.driver_connection
-                    sql = "COPY csv_entries (task_id, row_number, data) FROM STDIN"
-                    with dbapi.cursor() as cur, cur.copy(sql) as copy:
-                        for row_number, data in rows:
-                            copy.write_row((task_id, row_number, data))
+                    self._copy_rows(conn, task_id, rows)
                 else:
                     conn.exec_driver_sql(
                         "INSERT INTO csv_entries (task_id, row_number, data) "
@@ -339,3 +334,15 @@ class Store:
                 )
 
         return write
+
+    @staticmethod
+    def _copy_rows(conn, task_id: int, rows: list) -> None:
+        """COPY on PostgreSQL, its errors raised as SQLAlchemy's (IntegrityError...)."""
+        sql = "COPY csv_entries (task_id, row_number, data) FROM STDIN"
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        try:
+            with conn.connection.driver_connection.cursor() as cur, cur.copy(sql) as copy:
+                for row_number, data in rows:
+                    copy.write_row((task_id, row_number, data))
+        except dbapi_error as exc:
+            raise DBAPIError.instance(sql, None, exc, dbapi_error) from exc

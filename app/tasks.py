@@ -5,8 +5,10 @@ import logging
 from celery import shared_task
 from flask import current_app
 
-from . import imports  # noqa: F401  (registers the import kind)
-from . import runner
+from . import (
+    imports,  # noqa: F401  (registers the import kind)
+    runner,
+)
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,9 @@ class UploadRequest(Request):
     whatever the size; files nobody adopts are removed when the request ends.
     """
 
-    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+    def _get_file_stream(
+        self, total_content_length, content_type, filename=None, content_length=None
+    ):
         folder = os.path.join(current_app.config["DATA_DIR"], UPLOADS)
         path = os.path.join(folder, f"{uuid.uuid4().hex}.part")
         self.__dict__.setdefault("upload_parts", []).append(path)

@@ -64,8 +64,13 @@ def test_bad_uploads_are_400_and_create_nothing(client, engine, app, content, fo
 
 
 def test_no_file_part_and_empty_name(client):
-    assert "file" in error_of(client.post("/", data={}, content_type="multipart/form-data"), 400)["message"]
-    response = client.post("/", data={"file": (io.BytesIO(b"a\n1\n"), "")}, content_type="multipart/form-data")
+    assert (
+        "file"
+        in error_of(client.post("/", data={}, content_type="multipart/form-data"), 400)["message"]
+    )
+    response = client.post(
+        "/", data={"file": (io.BytesIO(b"a\n1\n"), "")}, content_type="multipart/form-data"
+    )
     error_of(response, 400)
 
 

@@ -62,7 +62,11 @@ def test_resume_reads_from_the_offset_not_the_start(tmp_path):
     garbage = b"\0" * first.offset
     with open(path, "r+b") as f:
         f.write(garbage)
-    rest = list(read_batches(path, CsvOptions(), 2, first.offset, first.last_row, first.line_number, 10, 10.0))
+    rest = list(
+        read_batches(
+            path, CsvOptions(), 2, first.offset, first.last_row, first.line_number, 10, 10.0
+        )
+    )
     resumed = [(n, orjson.loads(d)) for b in rest for n, d in b.rows]
     assert resumed == rows[1:] and not any(b.errors for b in rest)
 

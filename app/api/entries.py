@@ -29,7 +29,10 @@ def list_entries(args):
     if task_id is not None:
         _require_task(conn, task_id)
     rows = queries.entries_page(conn, args["limit"], page_cursor(args), task_id)
-    headers = {k: orjson.loads(v or "[]") for k, v in queries.headers(conn, {r.task_id for r in rows}).items()}
+    headers = {
+        k: orjson.loads(v or "[]")
+        for k, v in queries.headers(conn, {r.task_id for r in rows}).items()
+    }
     entries = [
         {
             "id": r.id,

@@ -1,6 +1,5 @@
 """Tasks: list, show, and the pause / resume / terminate actions."""
 
-
 from .. import queries
 from .. import states as S
 from ..errors import ApiError

@@ -1,0 +1,11 @@
+"""The HTML dashboard: one page whose script drives the JSON API."""
+
+from flask import Blueprint, render_template
+
+bp = Blueprint("views", __name__)
+
+
+@bp.get("/")
+def index():
+    """Serve the dashboard page (upload form, live task table, task detail)."""
+    return render_template("index.html")

@@ -1,0 +1,149 @@
+"""The store alone, on a real database: transactions, fencing, atomic transitions."""
+
+import threading
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from app import states as S
+from app.store import COMPLETED, CONTINUE, LOST, PAUSED, Step
+from tests.helpers import row_stats
+
+
+@pytest.fixture
+def store(app):
+    return app.extensions["store"]
+
+
+@pytest.fixture
+def task_id(store):
+    return store.create_task(kind="import", filename="t.csv", header='["a"]', bytes_total=100)
+
+
+def step(store, task_id, first: int, n: int, done=False) -> Step:
+    rows = [(i, f'["{i}"]') for i in range(first, first + n)]
+    return Step(
+        checkpoint={"last_row": first + n - 1, "bytes_done": first + n},
+        rows=n,
+        done=done,
+        write=store.row_writer(task_id, rows, []),
+    )
+
+
+def checkpoint(engine, task_id):
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT last_row, rows_imported, bytes_done FROM tasks WHERE id = :t"),
+            {"t": task_id},
+        ).one()
+
+
+def test_rows_and_checkpoint_commit_together_or_not_at_all(store, task_id, engine):
+    token, _ = store.claim(task_id)
+    assert store.commit(task_id, token, step(store, task_id, 1, 10)) == CONTINUE
+    broken = step(store, task_id, 11, 10)
+    inner = broken.write
+
+    def write_then_crash(conn):
+        inner(conn)  # the rows are written...
+        raise RuntimeError("crash before commit")  # ...and the transaction dies
+
+    broken.write = write_then_crash
+    with pytest.raises(RuntimeError):
+        store.commit(task_id, token, broken)
+    assert row_stats(engine, task_id) == (10, 10, 1, 10)
+    assert tuple(checkpoint(engine, task_id)) == (10, 10, 11)
+
+
+def test_a_stale_run_token_writes_nothing(store, task_id, engine):
+    stale, _ = store.claim(task_id)
+    assert store.sweep(timeout=-1) == [task_id]  # its holder "went silent": requeued
+    fresh, _ = store.claim(task_id)
+    assert store.commit(task_id, stale, step(store, task_id, 1, 5)) == LOST
+    assert row_stats(engine, task_id)[0] == 0
+    assert store.commit(task_id, fresh, step(store, task_id, 1, 5, done=True)) == COMPLETED
+    assert row_stats(engine, task_id) == (5, 5, 1, 5)
+
+
+def test_terminate_fences_out_the_running_run(store, task_id, engine):
+    token, _ = store.claim(task_id)
+    assert store.transition(task_id, "terminate") == (S.TERMINATING, True)
+    assert store.commit(task_id, token, step(store, task_id, 1, 5)) == LOST
+    assert row_stats(engine, task_id)[0] == 0
+
+
+def test_pause_is_obeyed_at_the_next_checkpoint(store, task_id, engine):
+    token, _ = store.claim(task_id)
+    assert store.transition(task_id, "pause") == (S.PAUSING, True)
+    assert store.commit(task_id, token, step(store, task_id, 1, 5)) == PAUSED
+    with engine.connect() as conn:
+        snap = conn.execute(
+            text("SELECT last_row FROM paused_tasks WHERE task_id=:t"), {"t": task_id}
+        )
+        assert snap.scalar() == 5
+    # The paused run holds nothing: its token is gone.
+    assert store.commit(task_id, token, step(store, task_id, 6, 5)) == LOST
+
+
+def test_duplicate_row_numbers_are_a_loud_error(store, task_id):
+    token, _ = store.claim(task_id)
+    store.commit(task_id, token, step(store, task_id, 1, 5))
+    with pytest.raises(IntegrityError):
+        store.commit(task_id, token, step(store, task_id, 5, 1))
+
+
+def test_concurrent_resumes_change_the_task_once(store, task_id):
+    store.transition(task_id, "pause")
+    results, barrier = [], threading.Barrier(8)
+
+    def resume():
+        barrier.wait()
+        results.append(store.transition(task_id, "resume"))
+
+    threads = [threading.Thread(target=resume) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(changed for _, changed in results) == [False] * 7 + [True]
+    assert {status for status, _ in results} == {S.QUEUED}
+
+
+def test_claim_and_pause_race_ends_consistent(store):
+    for _ in range(20):
+        tid = store.create_task(kind="import", header='["a"]')
+        barrier, out = threading.Barrier(2), {}
+
+        def claim(tid=tid, barrier=barrier, out=out):
+            barrier.wait()
+            out["claim"] = store.claim(tid)
+
+        def pause(tid=tid, barrier=barrier, out=out):
+            barrier.wait()
+            out["pause"] = store.transition(tid, "pause")
+
+        threads = [threading.Thread(target=claim), threading.Thread(target=pause)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        status = store.get(tid).status
+        if out["claim"] is None:  # the pause won while QUEUED
+            assert out["pause"] == (S.PAUSED, True) and status == S.PAUSED
+        else:  # the claim won; the pause waits for the run's next checkpoint
+            assert out["pause"] == (S.PAUSING, True) and status == S.PAUSING
+
+
+def test_sweeper_finishes_orphaned_pauses_and_frees_rollbacks(store, engine):
+    pausing = store.create_task(kind="import", header='["a"]')
+    token, _ = store.claim(pausing)
+    store.transition(pausing, "pause")
+    terminating = store.create_task(kind="import", header='["a"]')
+    store.claim(terminating)
+    store.transition(terminating, "terminate")
+    store.claim_rollback(terminating)  # a rollback whose runner then died
+    assert store.unheld_terminations() == []
+    store.sweep(timeout=-1)
+    assert store.get(pausing).status == S.PAUSED
+    assert store.unheld_terminations() == [terminating]
