@@ -576,6 +576,13 @@ def add_common_arguments(p) -> None:
         help="worker.py processes with --redis (default 1)",
     )
     p.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the service (repeatable), e.g. IMPORT_BATCH_SIZE=5000",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         default=3600,

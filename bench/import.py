@@ -49,6 +49,12 @@ COLUMNS = HEADER  # the generated file's header
 def add_arguments(p) -> None:
     g = p.add_argument_group("import")
     g.add_argument(
+        "--references",
+        action="store_true",
+        help="also time a lean in-process Python loader (the service's hot path without the "
+        "service) on the same file: the practical ceiling for the service",
+    )
+    g.add_argument(
         "--no-rollback",
         action="store_true",
         help="do not terminate (roll back) after each import",
@@ -123,6 +129,112 @@ def postgres_baseline(url: str, path: Path, rows: int, repeat: int) -> tuple[flo
             check=False,
         )
     return c.median(times), delete_s
+
+
+# --------------------------------------------------------------------------- references
+
+
+def _batches(path: Path, size: int):
+    """(row_number, JSON array text) batches of a CSV with a header: the service's row shape."""
+    import csv
+
+    import orjson
+
+    dumps = orjson.dumps
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        batch, n = [], 0
+        for row in reader:
+            n += 1
+            batch.append((n, dumps(row).decode()))
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def sqlite_reference(path: Path, rows: int, batch: int = 2000) -> float:
+    """Seconds for the lean Python hot path on SQLite: csv + orjson + DBAPI executemany,
+    a checkpoint UPDATE and a commit every ``batch`` rows, WAL mode; the same table shape
+    as the service (id key, task_id, row_number, data; unique (task_id, row_number))."""
+    import sqlite3
+
+    with tempfile.TemporaryDirectory(prefix="csvbench-ref-") as d:
+        db = sqlite3.connect(Path(d) / "ref.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, last_row INTEGER)")
+        db.execute(
+            "CREATE TABLE csv_entries (id INTEGER PRIMARY KEY, task_id INTEGER, "
+            "row_number INTEGER, data TEXT, UNIQUE (task_id, row_number))"
+        )
+        db.execute("INSERT INTO tasks VALUES (1, 0)")
+        t0 = c.time.perf_counter()
+        for b in _batches(path, batch):
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT INTO csv_entries (task_id, row_number, data) VALUES (1, ?, ?)", b
+            )
+            db.execute("UPDATE tasks SET last_row = ? WHERE id = 1", (b[-1][0],))
+            db.execute("COMMIT")
+        took = c.time.perf_counter() - t0
+        n = db.execute("SELECT count(*) FROM csv_entries").fetchone()[0]
+        db.close()
+    if n != rows:
+        raise RuntimeError(f"reference loaded {n} rows, expected {rows}")
+    c.log(f"python sqlite reference: {took:.2f} s")
+    return took
+
+
+def postgres_reference(
+    url: str, path: Path, rows: int, batch: int = 2000, foreign_key: bool = True
+) -> float:
+    """Seconds for the lean Python hot path on PostgreSQL: csv + orjson + psycopg COPY
+    ``write_row``, a checkpoint UPDATE and a commit every ``batch`` rows, into the
+    service's table shape (bigserial key, FK to tasks, unique (task_id, row_number));
+    ``foreign_key=False`` drops the FK, whose per-row trigger is a large part of the cost."""
+    import psycopg
+
+    suffix = f"{os.getpid()}"
+    tasks, entries = f"csvbench_ref_tasks_{suffix}", f"csvbench_ref_entries_{suffix}"
+    with psycopg.connect(c.libpq_url(url)) as conn:
+        try:
+            conn.execute(f"CREATE TABLE {tasks} (id int PRIMARY KEY, last_row bigint)")
+            conn.execute(
+                f"CREATE TABLE {entries} (id bigserial PRIMARY KEY, "
+                f"task_id int {f'REFERENCES {tasks} (id)' if foreign_key else ''}, "
+                "row_number bigint, data text, "
+                "UNIQUE (task_id, row_number))"
+            )
+            conn.execute(f"INSERT INTO {tasks} VALUES (1, 0)")
+            conn.commit()
+            t0 = c.time.perf_counter()
+            for b in _batches(path, batch):
+                with conn.cursor() as cur:
+                    sql = f"COPY {entries} (task_id, row_number, data) FROM STDIN"
+                    with cur.copy(sql) as cp:
+                        for rn, data in b:
+                            cp.write_row((1, rn, data))
+                    cur.execute(f"UPDATE {tasks} SET last_row = %s WHERE id = 1", (b[-1][0],))
+                conn.commit()
+            took = c.time.perf_counter() - t0
+            n = conn.execute(f"SELECT count(*) FROM {entries}").fetchone()[0]
+        finally:
+            conn.rollback()
+            conn.execute(f"DROP TABLE IF EXISTS {entries}")
+            conn.execute(f"DROP TABLE IF EXISTS {tasks}")
+            conn.commit()
+    if n != rows:
+        raise RuntimeError(f"reference loaded {n} rows, expected {rows}")
+    c.log(f"python postgres reference (foreign key {foreign_key}): {took:.2f} s")
+    return took
+
+
+def reference_row(label: str, what: str, rows: int, seconds: float, base_s: float) -> Row:
+    value, base = rows / seconds, rows / base_s
+    return Row(f"{label}: {what} (reference)", value, base, value / base, "", "rows/s")
 
 
 # --------------------------------------------------------------------------- the service
@@ -306,6 +418,10 @@ def run(args) -> list[Row]:
     else:
         svc = service_runs(path, rows, args.repeat, args, database_url=None)
     results += rows_for("sqlite", rows, base_s, base_del, svc, "sqlite3 .import")
+    if args.references:
+        ref_s = sqlite_reference(path, rows)
+        what = "python csv+orjson+executemany"
+        results.insert(1, reference_row("sqlite", what, rows, ref_s, base_s))
 
     if args.postgres:
         with c.scratch_postgres(args.postgres, keep=args.keep) as url:
@@ -314,7 +430,20 @@ def run(args) -> list[Row]:
                 psvc = dict(svc)
             else:
                 psvc = service_runs(path, rows, args.repeat, args, database_url=url)
-        results += rows_for("postgres", rows, pbase_s, pbase_del, psvc, "psql \\copy")
+            refs = []
+            if args.references:
+                refs = [
+                    postgres_reference(url, path, rows),
+                    postgres_reference(url, path, rows, foreign_key=False),
+                ]
+        prows = rows_for("postgres", rows, pbase_s, pbase_del, psvc, "psql \\copy")
+        if refs:
+            what = "python csv+orjson+COPY write_row"
+            prows[1:1] = [
+                reference_row("postgres", what, rows, refs[0], pbase_s),
+                reference_row("postgres", what + ", no FK", rows, refs[1], pbase_s),
+            ]
+        results += prows
     return results
 
 
