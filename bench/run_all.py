@@ -56,6 +56,9 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown bench: {', '.join(sorted(unknown))}")
 
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5:
+        c.log(f"load average {load_before:.2f}: other work on this machine skews the figures")
     rows: list[c.Row] = []
     failed: list[str] = []
     t0 = time.perf_counter()
@@ -81,7 +84,8 @@ def main(argv=None) -> int:
             failed.append(name)
     print(
         f"# {machine()}; {args.rows:,} rows; medians of {args.repeat} service / "
-        f"{args.baseline_repeat} baseline runs; {time.perf_counter() - t0:.0f} s"
+        f"{args.baseline_repeat} baseline runs; load average before {load_before:.2f}; "
+        f"{time.perf_counter() - t0:.0f} s"
     )
     print(c.format_table(rows, markdown=args.markdown))
     if args.json:
