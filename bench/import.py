@@ -1,4 +1,3 @@
-# ruff: noqa: N999  (the module is named after what it measures; loaded with importlib)
 """Import throughput of the real service against the database's own bulk loader.
 
     python bench/import.py [--rows 1000000] [--repeat 3] [--postgres URL] [--redis URL]
