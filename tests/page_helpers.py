@@ -1,4 +1,4 @@
-"""Helpers for driving the dashboard in headless Chromium (tests/test_page.py, bench/screenshot.py)."""
+"""Drive the dashboard in headless Chromium: for tests/test_page.py and bench/screenshot.py."""
 
 import csv
 import datetime as dt

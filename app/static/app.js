@@ -202,12 +202,9 @@
     $("upload-button").disabled = busy;
     $("upload-cancel").hidden = !busy;
     $("upload-form").setAttribute("aria-busy", String(busy));
-    if (busy) {
-      $("upload-progress").hidden = false;
-      showUploadProgress(0, 1);
-    } else {
-      uploadXhr = null;
-    }
+    $("upload-progress").hidden = !busy;
+    if (busy) showUploadProgress(0, 1);
+    else uploadXhr = null;
   }
 
   function uploadFields(file) {
@@ -245,7 +242,6 @@
       showFileChoice();
       refreshTasks();
     } catch (err) {
-      $("upload-progress").hidden = true;
       if (err.cancelled) showUploadMessage("Upload cancelled.", "");
       else if (err.status === 0) showUploadMessage(`Upload of ${file.name} failed: ${err.message}.`, "error");
       else showUploadMessage(`Upload of ${file.name} refused: ${err.message}`, "error");
@@ -506,19 +502,25 @@
 
   function fieldText(value) {
     if (value === null || value === undefined || value === "") return dash;
-    return typeof value === "object" ? JSON.stringify(value) : String(value);
+    if (Array.isArray(value)) return value.map(fieldText).join(", ");
+    if (typeof value === "object") {
+      return Object.entries(value).map(([key, v]) => `${key}: ${fieldText(v)}`).join("; ");
+    }
+    return String(value);
   }
+
+  const fieldLabel = (key) => key[0].toUpperCase() + key.slice(1).replace(/_/g, " ");
 
   function renderDetailFields(task) {
     detailTask = task;
     const known = new Set(FIELDS.map(([key]) => key));
     const items = FIELDS.filter(([key]) => key in task);
-    for (const key of Object.keys(task)) if (!known.has(key)) items.push([key, key.replace(/_/g, " ")]);
+    for (const key of Object.keys(task)) if (!known.has(key)) items.push([key, fieldLabel(key)]);
     $("detail-fields").replaceChildren(
-      ...items.flatMap(([key, label, format]) => [
-        el("dt", { textContent: label }),
-        el("dd", { textContent: format ? format(task[key]) : fieldText(task[key]) }),
-      ]),
+      ...items.map(([key, label, format]) =>
+        el("div", {},
+          el("dt", { textContent: label }),
+          el("dd", { textContent: format ? format(task[key]) : fieldText(task[key]) }))),
     );
     $("detail-heading").textContent = `Task ${task.id}: ${task.filename || task.kind}`;
     $("detail-data").hidden = task.kind === "export";
@@ -549,7 +551,8 @@
   }
 
   function renderEntries(page) {
-    const columns = [];
+    // The JSON objects may come with sorted keys; the task's header gives the file's order.
+    const columns = Array.isArray(detailTask?.header) ? [...detailTask.header] : [];
     for (const entry of page.entries) {
       for (const key of Object.keys(entry.data || {})) if (!columns.includes(key)) columns.push(key);
     }
