@@ -19,7 +19,6 @@ from page_helpers import (
     write_people_csv,
 )
 
-
 ROWS = 300_000
 BAD_ROWS = (50_000, 150_000, 250_000)  # past the first 64 KB: recorded as row errors
 
