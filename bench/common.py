@@ -366,7 +366,7 @@ class Service:
         return r.json()
 
     def wait_status(
-        self, task_id, statuses=FINAL, timeout: float = 3600, interval: float = 0.1
+        self, task_id, statuses=FINAL, timeout: float = 3600, interval: float = 0.2
     ) -> dict:
         """Poll GET /tasks/<id> until its status is one of ``statuses`` (a str or a set)."""
         if isinstance(statuses, str):
