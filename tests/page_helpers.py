@@ -117,6 +117,20 @@ def upload(page, path):
     return page.locator("#upload-message")
 
 
+def drop_file(page, path):
+    """Drop `path` on the form's drop zone, as a drag from the desktop would."""
+    data_transfer = page.evaluate_handle(
+        """([name, text]) => {
+            const data = new DataTransfer();
+            data.items.add(new File([text], name, { type: "text/csv" }));
+            return data;
+        }""",
+        [path.name, path.read_text(encoding="utf-8")],
+    )
+    page.locator("#drop-zone").dispatch_event("dragover", {"dataTransfer": data_transfer})
+    page.locator("#drop-zone").dispatch_event("drop", {"dataTransfer": data_transfer})
+
+
 def uploaded_task_id(page, name):
     """Wait for the success message of the upload of `name`; return the new task's id."""
     from playwright.sync_api import expect

@@ -10,6 +10,7 @@ import time
 import pytest
 from page_helpers import (
     copy_as,
+    drop_file,
     launch,
     open_dashboard,
     require_browser,
@@ -183,11 +184,13 @@ def test_asks_for_the_token_on_401(live_server_factory, dashboard, expect, tmp_p
     assert all(status == 401 for _, _, status in watch.failed)
 
 
-def test_narrow_screen(live_server_factory, dashboard, expect, tmp_path):
+def test_narrow_screen_drop_and_keyboard(live_server_factory, dashboard, expect, tmp_path):
     base_url = live_server_factory()
     page, watch = dashboard(base_url, width=375, height=740)
     small = write_people_csv(tmp_path / "small.csv", 50)
-    upload(page, small)
+    drop_file(page, small)
+    expect(page.locator("#drop-hint")).to_contain_text("Selected: small.csv")
+    page.get_by_role("button", name="Upload and import").click()
     row = task_row(page, uploaded_task_id(page, "small.csv"))
     expect(row.locator(".badge")).to_have_text("COMPLETED", timeout=30_000)
     expect(row.get_by_role("button", name="Terminate small.csv")).to_be_visible()

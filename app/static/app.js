@@ -533,7 +533,7 @@
         el("td", { textContent: fieldText(err.row_number) }),
         el("td", { textContent: fieldText(err.line_number) }),
         el("td", { textContent: fieldText(err.reason) }),
-        el("td", {}, el("code", { textContent: fieldText(err.raw) }))));
+        el("td", {}, el("code", { textContent: fieldText(err.raw).replace(/\r?\n$/, "") }))));
     if (append) $("error-rows").append(...trs);
     else $("error-rows").replaceChildren(...trs);
     errorsNext = page.next;
