@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,8 +69,14 @@ def add_arguments(p) -> None:
 # --------------------------------------------------------------------------- baselines
 
 
+def need(program: str, package: str) -> None:
+    if not shutil.which(program):
+        raise RuntimeError(f"{program} not found (apt-get install {package})")
+
+
 def sqlite_baseline(path: Path, rows: int, repeat: int) -> tuple[float, float]:
     """(median seconds of ``.import``, seconds of a full-scan DELETE of the result)."""
+    need(SQLITE3, "sqlite3")
     times, delete_s = [], None
     with tempfile.TemporaryDirectory(prefix="csvbench-sqlite-") as d:
         for i in range(repeat):
@@ -91,6 +98,7 @@ def sqlite_baseline(path: Path, rows: int, repeat: int) -> tuple[float, float]:
 
 def postgres_baseline(url: str, path: Path, rows: int, repeat: int) -> tuple[float, float]:
     """(median seconds of ``psql \\copy`` into a fresh table, seconds of DELETE FROM it)."""
+    need(PSQL, "postgresql-client")
     conn = c.libpq_url(url)
     cols = ", ".join(f"{name} text" for name in COLUMNS)
     times, delete_s = [], None
