@@ -73,7 +73,7 @@ def test_import_pause_resume_terminate(
 ):
     base_url = live_server_factory(IMPORT_MAX_ROWS_PER_S="20000")
     started = time.monotonic()
-    page, watch = dashboard(base_url)
+    page, watch = dashboard(base_url, height=720)
     expect(page.get_by_text("No tasks yet.")).to_be_visible()
 
     # A refused upload is explained in words.
@@ -133,7 +133,7 @@ def test_import_pause_resume_terminate(
     expect(other_row.locator(".badge")).to_have_text("PROCESSING")
     expect(other_row.locator(".pct")).not_to_have_text(re.compile(r"^[0-2]?\d %$"), timeout=30_000)
     if os.environ.get("PAGE_SCREENSHOT"):
-        page.screenshot(path=os.environ["PAGE_SCREENSHOT"])
+        page.screenshot(path=os.environ["PAGE_SCREENSHOT"], full_page=True)
     terminate = other_row.get_by_role("button", name="Terminate people-2.csv")
     terminate.click()
     dialog = page.get_by_role("dialog", name="Terminate this task?")
