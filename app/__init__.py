@@ -63,8 +63,10 @@ def celery_settings(cfg: dict) -> dict:
     if cfg.get("REDIS_URL"):
         settings["broker_url"] = cfg["REDIS_URL"]
         return settings
+    from .broker import SCHEME as broker_scheme
+
     broker = Path(cfg["DATA_DIR"]) / "broker"
-    settings["broker_url"] = "filesystem://"
+    settings["broker_url"] = f"{broker_scheme}://localhost/"
     settings["broker_transport_options"] = {
         # Senders write and workers read the same absolute folder.
         "data_folder_in": str(broker / "queue"),

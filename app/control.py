@@ -3,17 +3,15 @@
 The worker's main process runs one control thread that claims TERMINATING
 tasks nobody holds (so rollbacks never wait behind imports for a pool slot)
 and, every few seconds, sweeps: tasks whose holder went silent are handed
-back, queued tasks nobody took are rung again. SIGTERM makes every pool
-child stop at its next checkpoint and hand its task back.
+back, queued tasks nobody took are rung again. SIGTERM (to the worker or to
+a pool child) makes every run stop at its next checkpoint and hand its task back.
 """
 
 import logging
-import os
 import signal
 import threading
 import time
 
-import billiard.process
 from celery import signals
 
 from . import runner
@@ -55,13 +53,19 @@ def _on_child_sigterm(_signum, _frame) -> None:
 def install(app) -> None:
     """Connect the worker signals; call once in the worker's main module."""
     stop = threading.Event()
+    runner.shutdown.share()
 
     @signals.worker_process_init.connect(weak=False)
     def _child_init(**_):
-        # Prefork children reset SIGTERM to the default: make it a checkpointed stop.
-        signal.signal(signal.SIGTERM, _on_child_sigterm)
         with app.app_context():
             db.engine.dispose(close=False)  # no connection shared across fork
+
+    @signals.task_prerun.connect(weak=False)
+    def _before_task(**_):
+        # billiard resets SIGTERM in each pool child after its initializer runs:
+        # set ours here, so SIGTERM means "stop at the next checkpoint".
+        if signal.getsignal(signal.SIGTERM) is not _on_child_sigterm:
+            signal.signal(signal.SIGTERM, _on_child_sigterm)
 
     @signals.worker_ready.connect(weak=False)
     def _ready(**_):
@@ -69,10 +73,7 @@ def install(app) -> None:
 
     @signals.worker_shutting_down.connect(weak=False)
     def _shutting_down(**_):
+        # Seen by every pool child at its next checkpoint (no signal to children:
+        # an idle child killed while holding the pool's queue lock hangs the exit).
         stop.set()
-        runner.shutdown.set()  # solo/threads pools run tasks in this process
-        for child in billiard.process.active_children():
-            try:
-                os.kill(child.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        runner.shutdown.set()

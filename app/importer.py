@@ -152,11 +152,13 @@ def read_batches(
     line_number: int,
     batch_rows: int,
     batch_seconds: float,
+    error_budget: int | None = None,
 ) -> Iterator[Batch]:
     """Stream batches from the record at `offset`, numbering rows after `last_row`.
 
     Each batch is bounded by `batch_rows` and by `batch_seconds`; the last one
-    has `done` set. Blank lines are skipped and not numbered.
+    has `done` set. Blank lines are skipped and not numbered. A batch also ends
+    at the error that uses up `error_budget` (errors allowed from here on) plus one.
     """
     encoding = check_encoding(options.encoding)
     dumps = orjson.dumps
@@ -195,6 +197,10 @@ def read_batches(
                     raw = os.pread(fd, min(RAW_LIMIT, lines.pos - start), start)
                     text = raw.decode(encoding, errors="replace").replace("\0", "\\0")
                     batch.errors.append(RowError(row_number, first_line, text, bad))
+                    if error_budget is not None:
+                        error_budget -= 1
+                        if error_budget < 0:
+                            break  # past max_errors: this checkpoint fails the task
                 if not row_number & 63 and monotonic() > deadline:
                     break
             batch.offset, batch.last_row, batch.line_number = lines.pos, row_number, lines.line + 1

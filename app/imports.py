@@ -48,6 +48,7 @@ class ImportJob(Job):
             line_number=task.line_number,
             batch_rows=batch_rows,
             batch_seconds=config["IMPORT_BATCH_SECONDS"],
+            error_budget=task.max_errors - task.error_count,
         )
         for b in batches:
             yield Step(

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from multiprocessing.sharedctypes import RawValue
 
 from sqlalchemy.exc import OperationalError
 
@@ -20,8 +21,38 @@ log = logging.getLogger(__name__)
 
 KINDS: dict[str, type["Job"]] = {}
 
-# Set when this process must stop at its next checkpoint (SIGTERM).
-shutdown = threading.Event()
+class ShutdownFlag:
+    """"Stop at the next checkpoint": set by SIGTERM in this process, or by the
+    worker's main process through shared memory that its pool children inherit."""
+
+    def __init__(self):
+        self._local = threading.Event()
+        self._shared = None
+
+    def share(self) -> None:
+        """Call in the parent before it forks its pool."""
+        self._shared = RawValue("b", 0)
+
+    def set(self) -> None:
+        self._local.set()
+        if self._shared is not None:
+            self._shared.value = 1
+
+    def is_set(self) -> bool:
+        return self._local.is_set() or bool(self._shared is not None and self._shared.value)
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds, waking early once the flag is set."""
+        deadline = time.monotonic() + timeout
+        while not self.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._local.wait(min(left, 0.05))
+        return True
+
+
+shutdown = ShutdownFlag()
 
 RETRIES = 5
 

@@ -20,8 +20,9 @@ class UploadRequest(Request):
     ):
         folder = os.path.join(current_app.config["DATA_DIR"], UPLOADS)
         path = os.path.join(folder, f"{uuid.uuid4().hex}.part")
-        self.__dict__.setdefault("upload_parts", []).append(path)
-        return open(path, "w+b")  # noqa: SIM115  (closed by the form parser's owner)
+        part = open(path, "w+b")  # noqa: SIM115  (closed by adopt or discard_parts)
+        self.__dict__.setdefault("upload_parts", []).append(part)
+        return part
 
 
 def adopt(file_storage) -> tuple[str, int]:
@@ -38,9 +39,10 @@ def adopt(file_storage) -> tuple[str, int]:
 
 def discard_parts(request) -> None:
     """Remove the request's upload parts that were not adopted (errors, aborts)."""
-    for path in request.__dict__.get("upload_parts", ()):
+    for part in request.__dict__.get("upload_parts", ()):
+        part.close()
         try:
-            os.unlink(path)
+            os.unlink(part.name)
         except FileNotFoundError:
             pass
 

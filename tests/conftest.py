@@ -87,7 +87,8 @@ def engine(app):
     from app.models import db
 
     with app.app_context():
-        yield db.engine
+        eng = db.engine
+    return eng  # no app context stays pushed: each request gets its own session
 
 
 @pytest.fixture
@@ -105,7 +106,7 @@ def start_worker(stack, tmp_path):
 
     yield start
     for proc in procs:
-        proc.stop()
+        proc.kill_group()  # graceful stops are tested where they matter
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ def free_port() -> int:
 class Proc:
     popen: subprocess.Popen
     log: Path
+    out: object = None
 
     @classmethod
     def start(cls, argv: list[str], env: dict, log: Path) -> "Proc":
@@ -52,7 +53,7 @@ class Proc:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        return cls(popen, log)
+        return cls(popen, log, out)
 
     def log_contains(self, text_: str) -> bool:
         return text_ in self.log.read_text(errors="replace")
@@ -67,6 +68,8 @@ class Proc:
         except ProcessLookupError:
             pass
         self.popen.wait(timeout=30)
+        if self.out is not None:
+            self.out.close()
 
     def stop(self, timeout: float = 60) -> int:
         if self.popen.poll() is None:
@@ -87,9 +90,22 @@ def write_rows(path: Path, rows: int, seed: int = 0) -> Path:
 
 
 def upload(client, path: Path, **form):
+    """POST a file to / through the test client, streaming it from disk."""
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.test import stream_encode_multipart
+
     with open(path, "rb") as f:
-        data = {"file": (f, path.name), **{k: str(v) for k, v in form.items()}}
-        return client.post("/", data=data, content_type="multipart/form-data")
+        file = FileStorage(stream=f, filename=path.name, content_type="text/csv")
+        data = {"file": file, **{k: str(v) for k, v in form.items()}}
+        # Encoded here so the spooled body is closed (the test client leaves it open).
+        body, length, boundary = stream_encode_multipart(data)
+        with body:
+            return client.post(
+                "/",
+                input_stream=body,
+                content_length=length,
+                content_type=f"multipart/form-data; boundary={boundary}",
+            )
 
 
 def task(client, task_id) -> dict:

@@ -1,0 +1,254 @@
+"""Pause, resume and terminate with real worker processes on a real broker.
+
+Imports are held open with IMPORT_MAX_ROWS_PER_S (a real user setting), so the
+tests act on a running task without sleeping and hoping.
+"""
+
+import os
+import threading
+
+import pytest
+from sqlalchemy import text
+
+from tests.helpers import (
+    assert_exact,
+    row_stats,
+    task,
+    upload,
+    wait_for,
+    wait_rows,
+    wait_status,
+    write_rows,
+)
+
+N = 300_000
+
+
+@pytest.fixture
+def big_csv(tmp_path_factory):
+    path = tmp_path_factory.getbasetemp() / "big300k.csv"
+    if not path.exists():
+        write_rows(path, N)
+    return path
+
+
+def workers_for(stack, start_worker, **env):
+    """One worker on the embedded broker; two sharing the work on Redis."""
+    count = 2 if stack.get("REDIS_URL") else 1
+    return [start_worker(**env) for _ in range(count)]
+
+
+def checkpoint_matches_rows(engine, t) -> None:
+    """The committed checkpoint and the committed rows always agree."""
+    count, distinct, _, top = row_stats(engine, t["id"])
+    assert count == distinct == t["rows_imported"]
+    assert (top or 0) <= t["last_row"]
+
+
+def test_pause_and_resume_several_times_is_exact(client, engine, stack, start_worker, big_csv):
+    workers_for(stack, start_worker, IMPORT_MAX_ROWS_PER_S=60_000)
+    tid = upload(client, big_csv).get_json()["id"]
+    mark = 0
+    for _ in range(3):
+        mark = wait_rows(client, tid, mark + 30_000)["last_row"]
+        assert client.post(f"/pause/{tid}").status_code == 202
+        paused = wait_status(client, tid, "PAUSED")
+        checkpoint_matches_rows(engine, paused)
+        listed = {t["id"]: t for t in client.get("/paused_tasks").get_json()["tasks"]}
+        assert listed[tid]["last_row"] == paused["last_row"]
+        assert task(client, tid)["last_row"] == paused["last_row"]  # nothing moves while paused
+        assert client.post(f"/resume/{tid}").status_code == 202
+    done = wait_status(client, tid, "COMPLETED")
+    assert done["rows_imported"] == done["last_row"] == N and done["progress"] == 1
+    assert_exact(engine, tid, N)
+    assert not os.path.exists(engine_upload_path(engine, tid))  # upload removed
+
+
+def engine_upload_path(engine, tid) -> str:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT upload_path FROM tasks WHERE id=:t"), {"t": tid}).scalar()
+
+
+def test_terminate_running_paused_and_completed_leaves_nothing(
+    client, engine, stack, start_worker, tmp_path
+):
+    workers_for(stack, start_worker, IMPORT_MAX_ROWS_PER_S=40_000)
+    small = write_rows(tmp_path / "small.csv", 5_000)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n3\n4,5\n")
+    completed = upload(client, small).get_json()["id"]
+    failed_rows = upload(client, bad).get_json()["id"]
+    wait_status(client, completed, "COMPLETED")
+    wait_status(client, failed_rows, "COMPLETED")
+    running = upload(client, write_rows(tmp_path / "r.csv", 100_000)).get_json()["id"]
+    paused = upload(client, write_rows(tmp_path / "p.csv", 100_000, seed=2)).get_json()["id"]
+    wait_rows(client, running, 2_000)
+    wait_rows(client, paused, 2_000)
+    client.post(f"/pause/{paused}")
+    wait_status(client, paused, "PAUSED")
+    paths = {t: engine_upload_path(engine, t) for t in (running, paused)}
+
+    for tid in (running, paused, completed, failed_rows):
+        assert client.post(f"/terminate/{tid}").status_code == 202
+    for tid in (running, paused, completed, failed_rows):
+        revoked = wait_status(client, tid, "REVOKED")
+        assert revoked["finished_at"]
+        assert_exact(engine, tid, 0)
+        assert client.get(f"/tasks/{tid}/errors").get_json()["errors"] == []
+        assert client.post(f"/resume/{tid}").status_code == 409
+    assert not any(os.path.exists(p) for p in paths.values())
+    revoked_ids = {t["id"] for t in client.get("/terminated_tasks").get_json()["tasks"]}
+    assert revoked_ids == {running, paused, completed, failed_rows}
+    # None reappear: a later import runs through the same workers, then still none.
+    later = upload(client, small).get_json()["id"]
+    wait_status(client, later, "COMPLETED")
+    for tid in (running, paused, completed):
+        assert_exact(engine, tid, 0)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM paused_tasks")).scalar() == 0
+
+
+def test_eight_concurrent_resumes_import_each_row_once(app, engine, stack, start_worker, big_csv):
+    workers_for(stack, start_worker, IMPORT_MAX_ROWS_PER_S=100_000)
+    client = app.test_client()
+    tid = upload(client, big_csv).get_json()["id"]
+    wait_rows(client, tid, 20_000)
+    client.post(f"/pause/{tid}")
+    wait_status(client, tid, "PAUSED")
+    barrier, codes = threading.Barrier(8), []
+
+    def resume():
+        c = app.test_client()
+        barrier.wait()
+        codes.append(c.post(f"/resume/{tid}").status_code)
+
+    threads = [threading.Thread(target=resume) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [200] * 7 + [202]
+    wait_status(client, tid, "COMPLETED")
+    assert_exact(engine, tid, N)
+
+
+def test_pause_frees_the_worker(client, stack, start_worker, tmp_path):
+    start_worker(concurrency=1, IMPORT_MAX_ROWS_PER_S=20_000)
+    first = upload(client, write_rows(tmp_path / "a.csv", 100_000)).get_json()["id"]
+    wait_rows(client, first, 1_000)
+    client.post(f"/pause/{first}")
+    wait_status(client, first, "PAUSED")
+    # The only worker slot is free again: a second import runs to the end.
+    second = upload(client, write_rows(tmp_path / "b.csv", 2_000)).get_json()["id"]
+    wait_status(client, second, "COMPLETED")
+    assert task(client, first)["status"] == "PAUSED"
+
+
+def test_pause_is_obeyed_within_a_batch(client, stack, start_worker, tmp_path):
+    rate = 20_000  # throttled batches are rate / 20 = 1,000 rows
+    start_worker(concurrency=1, IMPORT_MAX_ROWS_PER_S=rate)
+    tid = upload(client, write_rows(tmp_path / "a.csv", 100_000)).get_json()["id"]
+    wait_rows(client, tid, 5_000)
+    at_request = client.post(f"/pause/{tid}").get_json()["last_row"]
+    paused = wait_status(client, tid, "PAUSED")
+    assert 0 <= paused["last_row"] - at_request <= rate // 20
+
+
+@pytest.mark.parametrize("action, final", [("pause", "PAUSED"), ("terminate", "REVOKED")])
+def test_actions_racing_completion_end_consistent(
+    client, engine, stack, start_worker, tmp_path, action, final
+):
+    workers_for(stack, start_worker, IMPORT_MAX_ROWS_PER_S=20_000)
+    rows = 1_500
+    path = write_rows(tmp_path / "r.csv", rows)
+    for _ in range(4):
+        tid = upload(client, path).get_json()["id"]
+        wait_rows(client, tid, rows - 200)  # within the last batch or two
+        code = client.post(f"/{action}/{tid}").status_code
+        t = wait_status(client, tid, (final, "COMPLETED"))
+        if t["status"] == "COMPLETED":
+            assert code == 409 and client.post(f"/{action}/{tid}").status_code == 409
+            assert_exact(engine, tid, rows)
+        elif final == "PAUSED":
+            assert code == 202
+            checkpoint_matches_rows(engine, t)
+            client.post(f"/resume/{tid}")
+            wait_status(client, tid, "COMPLETED")
+            assert_exact(engine, tid, rows)
+        else:
+            assert code == 202
+            assert_exact(engine, tid, 0)
+
+
+def test_files_of_every_shape_import_exactly(client, stack, start_worker, tmp_path):
+    start_worker()
+    cases = {
+        "quoted.csv": (b'a,b\n"line one\nline two",1\n"x, y",2\n', {}),
+        "bom.csv": ("\ufeffname,n\n\u00c5sa,1\n".encode(), {}),
+        "noheader.csv": (b"1,2\n3,4\n", {"has_header": "false"}),
+        "semi.csv": ("a;b\n\u00e7;1\n".encode("cp1252"), {"delimiter": ";", "encoding": "cp1252"}),
+        "header_only.csv": (b"a,b\n", {}),
+        "ragged.csv": (b"a,b\n1,2\n3\n4,5,6\n7,8\n", {}),
+    }
+    ids = {}
+    for name, (content, form) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        response = upload(client, tmp_path / name, **form)
+        assert response.status_code == 202, response.get_json()
+        ids[name] = response.get_json()["id"]
+
+    def entries(name):
+        wait_status(client, ids[name], "COMPLETED")
+        body = client.get(f"/csv_entries?task_id={ids[name]}").get_json()
+        return [(e["row_number"], e["data"]) for e in body["entries"]]
+
+    assert entries("quoted.csv") == [(1, {"a": "line one\nline two", "b": "1"}), (2, {"a": "x, y", "b": "2"})]
+    assert entries("bom.csv") == [(1, {"name": "\u00c5sa", "n": "1"})]
+    assert entries("noheader.csv") == [(1, {"col1": "1", "col2": "2"}), (2, {"col1": "3", "col2": "4"})]
+    assert entries("semi.csv") == [(1, {"a": "\u00e7", "b": "1"})]
+    assert entries("header_only.csv") == []
+    header_only = task(client, ids["header_only.csv"])
+    assert header_only["progress"] == 1 and header_only["rows_imported"] == 0
+    assert [n for n, _ in entries("ragged.csv")] == [1, 4]
+    errors = client.get(f"/tasks/{ids['ragged.csv']}/errors").get_json()["errors"]
+    assert [(e["row_number"], e["line_number"], e["raw"]) for e in errors] == [
+        (2, 3, "3\n"),
+        (3, 4, "4,5,6\n"),
+    ]
+    ragged = task(client, ids["ragged.csv"])
+    assert (ragged["rows_imported"], ragged["error_count"], ragged["last_row"]) == (2, 2, 4)
+
+
+def test_too_many_errors_fail_the_task_and_keep_its_rows(client, engine, stack, start_worker, tmp_path):
+    start_worker()
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b\n" + "1,2\n" * 10 + "x\n" * 5 + "3,4\n" * 10)
+    tid = upload(client, path, max_errors=2).get_json()["id"]
+    failed = wait_status(client, tid, "FAILED")
+    assert "max_errors" in failed["error"] and failed["error_count"] == 3
+    assert row_stats(engine, tid)[0] == failed["rows_imported"] >= 10
+    assert client.post(f"/resume/{tid}").status_code == 409
+    assert client.post(f"/terminate/{tid}").status_code == 202
+    wait_status(client, tid, "REVOKED")
+    assert_exact(engine, tid, 0)
+
+
+def test_entries_page_by_key_across_tasks(client, stack, start_worker, tmp_path):
+    start_worker()
+    a = upload(client, write_rows(tmp_path / "a.csv", 250)).get_json()["id"]
+    b = upload(client, write_rows(tmp_path / "b.csv", 120, seed=3)).get_json()["id"]
+    wait_status(client, a, "COMPLETED")
+    wait_status(client, b, "COMPLETED")
+    seen, path = [], f"/csv_entries?task_id={a}&limit=100"
+    while path:
+        body = client.get(path).get_json()
+        seen += [e["row_number"] for e in body["entries"]]
+        path = body["next"]
+    assert seen == list(range(1, 251))
+    everything, path = [], "/csv_entries?limit=1000"
+    while path:
+        body = client.get(path).get_json()
+        everything += [e["id"] for e in body["entries"]]
+        path = body["next"]
+    assert len(everything) == 370 and everything == sorted(everything)
+    wait_for(lambda: client.get("/healthz").get_json()["workers"] >= 1, 30, "worker in healthz")
