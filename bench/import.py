@@ -320,6 +320,11 @@ def rows_for(
 
     base = rps(base_s)
     note = "; ".join(svc["notes"])
+    # Guidance only (never asserted). PostgreSQL's bar is what the lean reference reaches
+    # into a table without a per-row foreign-key check (see docs/bench.md).
+    server_target, worker_target = (
+        (">= 0.50", ">= 0.60") if label == "sqlite" else (">= 0.25", ">= 0.25")
+    )
     out = [
         Row(f"{label}: {baseline_name} (baseline)", base, base, 1.0, "", "rows/s"),
         Row(
@@ -327,7 +332,7 @@ def rows_for(
             rps(svc["server"]),
             base,
             c.ratio(rps(svc["server"]), base),
-            ">= 0.50",
+            server_target,
             "rows/s",
             note,
         ),
@@ -336,7 +341,7 @@ def rows_for(
             rps(svc["processing"]),
             base,
             c.ratio(rps(svc["processing"]), base),
-            ">= 0.60",
+            worker_target,
             "rows/s",
         ),
         Row(
