@@ -15,18 +15,7 @@ from sqlalchemy import create_engine, text
 
 from app import create_app
 from app.schema import upgrade
-from tests.helpers import Proc, free_port, wait_for
-
-REQUIRED = os.environ.get("CI") == "true"
-
-
-def need(what: str, ok: bool, why: str) -> None:
-    """Skip (or fail under CI=true) when a service a test needs is missing."""
-    if ok:
-        return
-    if REQUIRED:
-        pytest.fail(f"{what} is required under CI=true: {why}")
-    pytest.skip(f"{what} not available: {why}")
+from tests.helpers import RUNNING_SERVERS, Proc, free_port, need, wait_for
 
 
 def _pg_schema_url(base: str, schema: str) -> str:
@@ -139,11 +128,13 @@ def live_server_factory(tmp_path):
                 return False
 
         wait_for(healthy, 90, f"server at {base} healthy ({proc.log})")
+        RUNNING_SERVERS[base] = proc
         return base
 
     yield start
     for proc in procs:
-        proc.stop()
+        proc.kill_group()
+    RUNNING_SERVERS.clear()
 
 
 @pytest.fixture

@@ -13,6 +13,19 @@ from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("COMPLETED", "FAILED", "REVOKED")
+REQUIRED = os.environ.get("CI") == "true"
+RUNNING_SERVERS: dict = {}  # base URL -> Proc of each live server, for crash tests
+
+
+def need(what: str, ok: bool, why: str) -> None:
+    """Skip (or fail under CI=true) when something a test needs is missing."""
+    import pytest
+
+    if ok:
+        return
+    if REQUIRED:
+        pytest.fail(f"{what} is required under CI=true: {why}")
+    pytest.skip(f"{what} not available: {why}")
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):

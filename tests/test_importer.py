@@ -15,7 +15,10 @@ def write(tmp_path, content: bytes, name="f.csv"):
     return str(path)
 
 
-def read_all(path, options=CsvOptions(), offset=None, last_row=0, line=None, batch_rows=3):
+DEFAULT = CsvOptions()
+
+
+def read_all(path, options=DEFAULT, offset=None, last_row=0, line=None, batch_rows=3):
     layout = inspect(path, options)
     batches = list(
         read_batches(
@@ -84,7 +87,7 @@ def test_headerless_columns_are_named(tmp_path):
     assert rows == [(1, ["1", "2", "3"]), (2, ["4", "5", "6"])]
 
 
-def read_data(path, columns, offset, options=CsvOptions()):
+def read_data(path, columns, offset, options=DEFAULT):
     """Read rows past the first 64 KB's checks (as the worker does)."""
     batches = list(read_batches(path, options, columns, offset, 0, 2, 100, 10.0))
     rows = [(n, orjson.loads(d)) for b in batches for n, d in b.rows]
