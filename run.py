@@ -4,14 +4,14 @@ Without REDIS_URL it also runs an embedded worker on the filesystem broker in
 DATA_DIR: a child process that dies with this one.
 """
 
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from gunicorn.app.base import Application
+
+from app.importer import die_with_parent
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,18 +29,10 @@ class Server(Application):
         return create_app()
 
 
-def _die_with_parent() -> None:
-    """Linux: deliver SIGTERM to the child when its parent dies, even by SIGKILL."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass  # elsewhere the worker watches its parent itself
-
-
 def start_embedded_worker() -> subprocess.Popen:
     env = {**os.environ, "EMBEDDED_PARENT_PID": str(os.getpid())}
     return subprocess.Popen(
-        [sys.executable, str(HERE / "worker.py")], env=env, preexec_fn=_die_with_parent
+        [sys.executable, str(HERE / "worker.py")], env=env, preexec_fn=die_with_parent
     )
 
 

@@ -32,6 +32,7 @@ def from_environment() -> dict:
         "IMPORT_BATCH_SIZE": _int("IMPORT_BATCH_SIZE", 2000),
         "IMPORT_BATCH_SECONDS": _float("IMPORT_BATCH_SECONDS", 0.02),
         "IMPORT_MAX_ROWS_PER_S": _float("IMPORT_MAX_ROWS_PER_S", None),
+        "IMPORT_BATCH_LOG": os.environ.get("IMPORT_BATCH_LOG", "") not in ("", "0"),
         "HEARTBEAT_TIMEOUT_S": _float("HEARTBEAT_TIMEOUT_S", 30.0),
         "SWEEP_INTERVAL_S": _float("SWEEP_INTERVAL_S", 5.0),
         "WORKER_CONCURRENCY": _int("WORKER_CONCURRENCY", cores),

@@ -34,6 +34,7 @@ def control_loop(app, stop: threading.Event) -> None:
             try:
                 for task_id in store.unheld_terminations():
                     runner.rollback(store, task_id)
+                store.checkpoint()
                 now = time.monotonic()
                 if now >= next_sweep:
                     next_sweep = now + interval

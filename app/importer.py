@@ -7,11 +7,17 @@ checkpoint (byte offset, row number and line number of the next record).
 
 import codecs
 import csv
+import ctypes
 import io
+import json
 import os
+import pickle
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import orjson
 
@@ -159,52 +165,162 @@ def read_batches(
     Each batch is bounded by `batch_rows` and by `batch_seconds`; the last one
     has `done` set. Blank lines are skipped and not numbered. A batch also ends
     at the error that uses up `error_budget` (errors allowed from here on) plus one.
+
+    The hot loop is csv.reader over the file's own readline (no Python call per
+    line): undecodable bytes arrive as lone surrogates, which orjson refuses,
+    so such a row costs nothing until it happens. The byte offset is asked of
+    the text layer once per batch, and NUL bytes are looked for once per batch
+    in the raw bytes; only a batch that has them is looked at row by row.
     """
     encoding = check_encoding(options.encoding)
-    dumps = orjson.dumps
+    csv.field_size_limit(options.max_field_kb * 1024)
+    dumps, encode_error = orjson.dumps, orjson.JSONEncodeError
     monotonic = time.monotonic
-    with open(path, "rb") as f:
-        f.seek(offset)
-        fd = f.fileno()
-        lines = _Lines(f, encoding, offset, line_number)
-        reader = _reader(lines, options)
-        row_number = last_row
+    with open(path, "rb") as raw:
+        raw.seek(offset)
+        text = io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="")
+        reader = csv.reader(iter(text.readline, ""), delimiter=options.delimiter)
+        row_number, lines_before = last_row, line_number - 1
         while True:
-            batch = Batch()
-            rows = batch.rows
+            batch, bad = Batch(), []
+            rows, start, first_line = batch.rows, offset, reader.line_num
             deadline = monotonic() + batch_seconds
-            done = False
-            while len(rows) + len(batch.errors) < batch_rows:
-                start, first_line = lines.pos, lines.line + 1
-                lines.bad = None
+            while len(rows) + len(bad) < batch_rows:
+                line = reader.line_num
                 try:
                     row = next(reader, None)
                 except csv.Error as exc:
-                    row, bad = [], f"malformed CSV: {exc}"
+                    reason = f"malformed CSV: {exc}"
                 else:
                     if row is None:
-                        done = True
+                        batch.done = True
                         break
-                    if not row and lines.bad is None:
+                    if not row:
                         continue  # a blank line
-                    bad = lines.bad
-                    if bad is None and len(row) != columns:
-                        bad = f"expected {columns} fields, found {len(row)}"
+                    if len(row) == columns:
+                        try:
+                            rows.append((row_number + 1, dumps(row).decode()))
+                            row_number += 1
+                            if not row_number & 63 and monotonic() > deadline:
+                                break
+                            continue
+                        except encode_error:
+                            reason = f"row is not valid {encoding} text"
+                    else:
+                        reason = f"expected {columns} fields, found {len(row)}"
                 row_number += 1
-                if bad is None:
-                    rows.append((row_number, dumps(row).decode()))
-                else:
-                    raw = os.pread(fd, min(RAW_LIMIT, lines.pos - start), start)
-                    text = raw.decode(encoding, errors="replace").replace("\0", "\\0")
-                    batch.errors.append(RowError(row_number, first_line, text, bad))
-                    if error_budget is not None:
-                        error_budget -= 1
-                        if error_budget < 0:
-                            break  # past max_errors: this checkpoint fails the task
-                if not row_number & 63 and monotonic() > deadline:
-                    break
-            batch.offset, batch.last_row, batch.line_number = lines.pos, row_number, lines.line + 1
-            batch.done = done
+                bad.append((row_number, line, reader.line_num, reason))
+                if error_budget is not None and len(bad) > error_budget:
+                    break  # past max_errors: this checkpoint fails the task
+            offset = text.tell()  # a plain byte position at a record boundary
+            chunk = os.pread(raw.fileno(), offset - start, start)
+            if b"\0" in chunk:  # rare: read this batch again line by line
+                batch.rows, bad = _reparse(chunk, options, encoding, columns, last_row, first_line)
+            if bad:
+                batch.errors = _row_errors(bad, chunk, first_line, lines_before, encoding)
+                if error_budget is not None:
+                    error_budget -= len(bad)
+            last_row = row_number
+            batch.offset, batch.last_row = offset, row_number
+            batch.line_number = lines_before + reader.line_num + 1
             yield batch
+            if batch.done:
+                return
+
+
+def _reparse(chunk: bytes, options, encoding: str, columns: int, last_row: int, first_line: int):
+    """Parse a batch's bytes again, tracking each line, to find rows holding NUL bytes."""
+    lines = _Lines(io.BytesIO(chunk), encoding, 0, first_line + 1)
+    reader = csv.reader(lines, delimiter=options.delimiter)
+    rows, bad, number = [], [], last_row
+    while True:
+        line, lines.bad = lines.line, None
+        try:
+            row = next(reader, None)
+        except csv.Error as exc:
+            reason = f"malformed CSV: {exc}"
+        else:
+            if row is None:
+                return rows, bad
+            if not row and lines.bad is None:
+                continue
+            reason = lines.bad
+            if reason is None and len(row) != columns:
+                reason = f"expected {columns} fields, found {len(row)}"
+            if reason is None:
+                number += 1
+                rows.append((number, orjson.dumps(row).decode()))
+                continue
+        number += 1
+        bad.append((number, line, lines.line, reason))
+
+
+def _row_errors(bad: list, chunk: bytes, first_line: int, lines_before: int, encoding: str):
+    """RowErrors with line numbers and raw text (cut at 1 KB) from the batch's bytes."""
+    lines = chunk.split(b"\n")
+    errors = []
+    for number, line, end, reason in bad:
+        piece = b"\n".join(lines[line - first_line : end - first_line])
+        if end - first_line < len(lines):
+            piece += b"\n"
+        raw = piece[:RAW_LIMIT].decode(encoding, errors="replace").replace("\0", "\\0")
+        errors.append(RowError(number, lines_before + line + 1, raw, reason))
+    return errors
+
+
+# -- the reader as a child process: parsing on one core, writing on the other --
+
+
+def _serve(args: dict, out) -> None:
+    """Write each batch to `out` as a pickled tuple; ('error', message) on failure."""
+    try:
+        options = CsvOptions(**args.pop("options"))
+        for b in read_batches(options=options, **args):
+            errors = [(e.row_number, e.line_number, e.raw, e.reason) for e in b.errors]
+            pickle.dump(
+                ("batch", b.rows, errors, b.offset, b.last_row, b.line_number, b.done), out, 5
+            )
+    except Exception as exc:  # reported to the worker, which fails the task with it
+        pickle.dump(("error", f"{type(exc).__name__}: {exc}"), out, 5)
+    out.flush()
+
+
+def read_batches_in_child(options: CsvOptions, **args) -> Iterator[Batch]:
+    """read_batches, run by a child process that dies with its parent.
+
+    Python parses CSV on one core; the database writes on the other. Threads
+    would share one GIL, a child does not.
+    """
+    spec = json.dumps({**args, "options": asdict(options)})
+    proc = subprocess.Popen(
+        [sys.executable, __file__, spec], stdout=subprocess.PIPE, preexec_fn=die_with_parent
+    )
+    try:
+        while True:
+            try:
+                item = pickle.load(proc.stdout)
+            except EOFError:
+                raise RuntimeError(f"CSV reader exited with code {proc.wait()}") from None
+            if item[0] == "error":
+                raise RuntimeError(item[1])
+            _, rows, errors, offset, last_row, line_number, done = item
+            errors = [RowError(*e) for e in errors]
+            yield Batch(rows, errors, offset, last_row, line_number, done)
             if done:
                 return
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def die_with_parent() -> None:
+    """In a child before exec (Linux): SIGTERM it when its parent dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    _serve(json.loads(sys.argv[1]), sys.stdout.buffer)

@@ -39,9 +39,9 @@ class ImportJob(Job):
         rate = config.get("IMPORT_MAX_ROWS_PER_S")
         if rate:  # keep checkpoints frequent when throttled: about 20 a second
             batch_rows = max(1, min(batch_rows, int(rate / 20)))
-        batches = importer.read_batches(
-            task.upload_path,
-            csv_options(task, config),
+        batches = importer.read_batches_in_child(
+            path=task.upload_path,
+            options=csv_options(task, config),
             columns=len(orjson.loads(task.header)),
             offset=task.bytes_done,
             last_row=task.last_row,

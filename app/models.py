@@ -77,7 +77,9 @@ class CsvEntry(db.Model):
     __table_args__ = (UniqueConstraint("task_id", "row_number"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    task_id: Mapped[int] = mapped_column(Integer, ForeignKey("tasks.id"))
+    # No foreign key: PostgreSQL would check it on every copied row (it halves
+    # COPY speed), and a task's rows are only ever deleted by its own rollback.
+    task_id: Mapped[int] = mapped_column(Integer)
     row_number: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[str] = mapped_column(Text)
 

@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 
 KINDS: dict[str, type["Job"]] = {}
 
+
 class ShutdownFlag:
-    """"Stop at the next checkpoint": set by SIGTERM in this process, or by the
+    """ "Stop at the next checkpoint": set by SIGTERM in this process, or by the
     worker's main process through shared memory that its pool children inherit."""
 
     def __init__(self):
@@ -118,10 +119,15 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
     token, task = claimed
     job = KINDS[task.kind](store, task, config)
     throttle = Throttle(config.get("IMPORT_MAX_ROWS_PER_S"))
+    log_batches = config.get("IMPORT_BATCH_LOG")
     outcome = st.LOST
     try:
         for step in job.steps():
+            started = time.perf_counter()
             outcome = _commit(store, task_id, token, step)
+            if log_batches:
+                ms = (time.perf_counter() - started) * 1000
+                log.info("batch task=%s rows=%d ms=%.2f", task_id, step.rows, ms)
             if outcome != st.CONTINUE:
                 break
             if shutdown.is_set():

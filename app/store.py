@@ -42,6 +42,9 @@ def configure_engine(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=60000")
+        # Workers checkpoint the WAL in the background (Store.checkpoint); this
+        # is only the backstop that keeps the WAL bounded if they do not.
+        cur.execute("PRAGMA wal_autocheckpoint=20000")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -63,7 +66,8 @@ class Step:
 
 class Store:
     def __init__(self, engine: Engine):
-        self.engine = engine.execution_options(sqlite_immediate=True)
+        self.engine = engine.execution_options(sqlite_immediate=True)  # writes
+        self.reader = engine  # reads: no write lock taken
         self.dialect = engine.dialect.name
         self.now = literal_column(_NOW_SQL[self.dialect])
 
@@ -74,7 +78,7 @@ class Store:
 
     def get(self, task_id: int):
         """The task row, or None."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return conn.execute(select(T).where(T.c.id == task_id)).first()
 
     # -- creation and user actions -------------------------------------------------
@@ -262,10 +266,19 @@ class Store:
         )
         return conn.execute(stmt).rowcount == 1
 
+    def checkpoint(self) -> None:
+        """SQLite: copy the WAL into the database off the writers' path (PASSIVE)."""
+        if self.dialect == "sqlite":
+            raw = self.reader.raw_connection()  # no BEGIN: a checkpoint runs outside one
+            try:
+                raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                raw.close()
+
     def unheld_terminations(self) -> list[int]:
         """Ids of TERMINATING tasks that no run holds."""
         stmt = select(T.c.id).where(T.c.status == S.TERMINATING, T.c.run_token.is_(None))
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return list(conn.execute(stmt).scalars())
 
     # -- crash recovery ------------------------------------------------------------

@@ -173,3 +173,10 @@ def test_memory_does_not_grow_with_the_file(tmp_path):
 
     small, large = peak(5_000), peak(100_000)
     assert large < small * 1.5 + 512 * 1024, (small, large)
+
+
+def test_a_nul_in_the_last_batch_is_still_an_error(tmp_path):
+    path = write(tmp_path, b"a,b\n1,2\n3,\x004\n")
+    rows, errors = read_data(path, 2, 4)
+    assert rows == [(1, ["1", "2"])]
+    assert [(e.row_number, e.line_number, e.raw) for e in errors] == [(2, 3, "3,\\04\n")]

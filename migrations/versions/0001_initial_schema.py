@@ -55,7 +55,6 @@ def upgrade():
     sa.Column('task_id', sa.Integer(), nullable=False),
     sa.Column('row_number', sa.BigInteger(), nullable=False),
     sa.Column('data', sa.Text(), nullable=False),
-    sa.ForeignKeyConstraint(['task_id'], ['tasks.id'], name=op.f('fk_csv_entries_task_id_tasks')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_csv_entries')),
     sa.UniqueConstraint('task_id', 'row_number', name=op.f('uq_csv_entries_task_id'))
     )
