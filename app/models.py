@@ -62,6 +62,8 @@ class Task(db.Model):
     cursor: Mapped[int | None] = mapped_column(BigInteger)
     max_errors: Mapped[int] = mapped_column(BigInteger, default=1000)
     error: Mapped[str | None] = mapped_column(Text)
+    # When the last pause / resume / terminate was accepted (pause latency = paused_at - this).
+    requested_at: Mapped[float | None] = mapped_column(Float)
     # Fencing: the run holding the task, and when it last checkpointed.
     run_token: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[float | None] = mapped_column(Float)

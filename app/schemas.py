@@ -31,6 +31,9 @@ class TaskSchema(ma.Schema):
     header = fields.List(fields.String(), allow_none=True)
     options = fields.Dict(allow_none=True)
     paused_at = fields.DateTime(allow_none=True)
+    requested_at = fields.DateTime(
+        allow_none=True, metadata={"description": "when the last action was accepted"}
+    )
 
 
 class ErrorBodySchema(ma.Schema):

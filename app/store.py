@@ -106,7 +106,7 @@ class Store:
                 to = S.target(action, status)
                 if to is None:
                     return status, False
-                if self._set_status(conn, task_id, status, to):
+                if self._set_status(conn, task_id, status, to, requested_at=self.now):
                     return to, True
         raise RuntimeError(f"task {task_id}: too much contention on {action}")
 

@@ -94,6 +94,7 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
         "header": orjson.loads(t.header) if t.header else None,
         "options": orjson.loads(t.options) if t.options else None,
         "paused_at": iso(paused_at),
+        "requested_at": iso(t.requested_at),
     }
 
 
