@@ -202,9 +202,15 @@ def test_files_of_every_shape_import_exactly(client, stack, start_worker, tmp_pa
         body = client.get(f"/csv_entries?task_id={ids[name]}").get_json()
         return [(e["row_number"], e["data"]) for e in body["entries"]]
 
-    assert entries("quoted.csv") == [(1, {"a": "line one\nline two", "b": "1"}), (2, {"a": "x, y", "b": "2"})]
+    assert entries("quoted.csv") == [
+        (1, {"a": "line one\nline two", "b": "1"}),
+        (2, {"a": "x, y", "b": "2"}),
+    ]
     assert entries("bom.csv") == [(1, {"name": "\u00c5sa", "n": "1"})]
-    assert entries("noheader.csv") == [(1, {"col1": "1", "col2": "2"}), (2, {"col1": "3", "col2": "4"})]
+    assert entries("noheader.csv") == [
+        (1, {"col1": "1", "col2": "2"}),
+        (2, {"col1": "3", "col2": "4"}),
+    ]
     assert entries("semi.csv") == [(1, {"a": "\u00e7", "b": "1"})]
     assert entries("header_only.csv") == []
     header_only = task(client, ids["header_only.csv"])
@@ -219,7 +225,9 @@ def test_files_of_every_shape_import_exactly(client, stack, start_worker, tmp_pa
     assert (ragged["rows_imported"], ragged["error_count"], ragged["last_row"]) == (2, 2, 4)
 
 
-def test_too_many_errors_fail_the_task_and_keep_its_rows(client, engine, stack, start_worker, tmp_path):
+def test_too_many_errors_fail_the_task_and_keep_its_rows(
+    client, engine, stack, start_worker, tmp_path
+):
     start_worker()
     path = tmp_path / "bad.csv"
     path.write_text("a,b\n" + "1,2\n" * 10 + "x\n" * 5 + "3,4\n" * 10)

@@ -160,9 +160,10 @@ def test_embedded_server_killed_and_restarted(live_server_factory, tmp_path, csv
     server.popen.wait()
     base2 = live_server_factory(**env)
     status = wait_for(
-        lambda: (t := requests.get(f"{base2}/tasks/{tid}", timeout=10).json())["status"]
-        == "COMPLETED"
-        and t,
+        lambda: (
+            (t := requests.get(f"{base2}/tasks/{tid}", timeout=10).json())["status"] == "COMPLETED"
+            and t
+        ),
         120,
         "the import to complete after the restart",
     )
