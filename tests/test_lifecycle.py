@@ -189,6 +189,8 @@ def test_files_of_every_shape_import_exactly(client, stack, start_worker, tmp_pa
         "semi.csv": ("a;b\n\u00e7;1\n".encode("cp1252"), {"delimiter": ";", "encoding": "cp1252"}),
         "header_only.csv": (b"a,b\n", {}),
         "ragged.csv": (b"a,b\n1,2\n3\n4,5,6\n7,8\n", {}),
+        # Past the first 64 KB a NUL byte or an undecodable byte is a row error.
+        "late_bad.csv": (b"a,b\n" + b"x,1\n" * 20_000 + b"nul\0,2\n\xff\xfe,3\nok,4\n", {}),
     }
     ids = {}
     for name, (content, form) in cases.items():
@@ -221,8 +223,26 @@ def test_files_of_every_shape_import_exactly(client, stack, start_worker, tmp_pa
         (2, 3, "3\n"),
         (3, 4, "4,5,6\n"),
     ]
+    wait_status(client, ids["late_bad.csv"], "COMPLETED")
+    late = entries_all(client, ids["late_bad.csv"])
+    assert len(late) == 20_001 and late[-1] == (20_003, {"a": "ok", "b": "4"})
+    errors = client.get(f"/tasks/{ids['late_bad.csv']}/errors").get_json()["errors"]
+    assert [(e["row_number"], e["line_number"]) for e in errors] == [
+        (20_001, 20_002),
+        (20_002, 20_003),
+    ]
+    assert "NUL" in errors[0]["reason"] and "utf-8" in errors[1]["reason"]
     ragged = task(client, ids["ragged.csv"])
     assert (ragged["rows_imported"], ragged["error_count"], ragged["last_row"]) == (2, 2, 4)
+
+
+def entries_all(client, task_id) -> list:
+    out, path = [], f"/csv_entries?task_id={task_id}&limit=1000"
+    while path:
+        body = client.get(path).get_json()
+        out += [(e["row_number"], e["data"]) for e in body["entries"]]
+        path = body["next"]
+    return out
 
 
 def test_too_many_errors_fail_the_task_and_keep_its_rows(
