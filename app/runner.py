@@ -14,6 +14,7 @@ from multiprocessing.sharedctypes import RawValue
 
 from sqlalchemy.exc import OperationalError
 
+from . import states as S
 from . import store as st
 from .store import Step, Store
 
@@ -108,7 +109,24 @@ def _commit(store: Store, task_id: int, token: str, step: Step) -> str:
                 raise
             log.warning("task %s: transient database error, retrying", task_id, exc_info=True)
             time.sleep(0.2 * 2**attempt)
+            # A link lost during COMMIT leaves it unknown whether the batch landed.
+            landed = _landed(store, task_id, step)
+            if landed is not None:
+                return landed
     raise AssertionError("unreachable")
+
+
+def _landed(store: Store, task_id: int, step: Step) -> str | None:
+    """The outcome of a commit that did land after all, or None if it did not."""
+    try:
+        task = store.get(task_id)
+    except OperationalError:
+        return None
+    if any(getattr(task, k) != v for k, v in step.checkpoint.items()):
+        return None
+    return {S.PAUSED: st.PAUSED, S.COMPLETED: st.COMPLETED, S.FAILED: st.FAILED}.get(
+        task.status, st.CONTINUE
+    )
 
 
 def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]) -> str:
@@ -121,8 +139,9 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
     throttle = Throttle(config.get("IMPORT_MAX_ROWS_PER_S"))
     log_batches = config.get("IMPORT_BATCH_LOG")
     outcome = st.LOST
+    steps = job.steps()
     try:
-        for step in job.steps():
+        for step in steps:
             started = time.perf_counter()
             outcome = _commit(store, task_id, token, step)
             if log_batches:
@@ -140,6 +159,8 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
         log.exception("task %s failed", task_id)
         store.fail(task_id, token, f"{type(exc).__name__}: {exc}")
         outcome = st.FAILED
+    finally:
+        steps.close()  # stops the reader (a child process for imports)
     job.finished(outcome)
     if outcome == st.LOST:
         rollback(store, task_id)  # if it was terminated, this worker is free to undo it

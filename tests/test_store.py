@@ -147,3 +147,28 @@ def test_sweeper_finishes_orphaned_pauses_and_frees_rollbacks(store, engine):
     store.sweep(timeout=-1)
     assert store.get(pausing).status == S.PAUSED
     assert store.unheld_terminations() == [terminating]
+
+
+def test_a_commit_that_landed_before_the_link_dropped_is_not_repeated(
+    store, task_id, engine, monkeypatch
+):
+    """The connection dies after COMMIT reached the database: the retry must see it landed."""
+    from sqlalchemy.exc import OperationalError
+
+    from app import runner
+
+    token, _ = store.claim(task_id)
+    real, dropped = store.commit, []
+
+    def commit_then_drop(*args):
+        outcome = real(*args)
+        if not dropped:
+            dropped.append(True)
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+        return outcome
+
+    monkeypatch.setattr(store, "commit", commit_then_drop)
+    assert runner._commit(store, task_id, token, step(store, task_id, 1, 5)) == CONTINUE
+    assert dropped and row_stats(engine, task_id) == (5, 5, 1, 5)
+    assert runner._commit(store, task_id, token, step(store, task_id, 6, 5)) == CONTINUE
+    assert row_stats(engine, task_id) == (10, 10, 1, 10)
