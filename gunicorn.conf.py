@@ -1,6 +1,11 @@
 """gunicorn settings for run.py and the Docker image; every value from the environment."""
 
 import os
+import secrets
+
+# One secret for every web worker: a link signed by one must verify in the others.
+if not os.environ.get("SECRET_KEY"):
+    os.environ["SECRET_KEY"] = secrets.token_hex(32)
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5001')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
@@ -21,3 +26,8 @@ def on_starting(server):
     from app.schema import upgrade
 
     upgrade(create_app())
+
+
+def post_worker_init(worker):
+    """Debug mode is never on under gunicorn, whatever FLASK_DEBUG says."""
+    worker.wsgi.debug = False

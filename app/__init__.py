@@ -39,10 +39,11 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.extensions["store"] = Store(db.engine)
     Migrate(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
 
-    from . import api, errors, uploads, views
+    from . import api, auth, errors, uploads, views
 
     uploads.init_app(app)
     errors.init_app(app)
+    auth.init_app(app)
     api.init_app(app)
     app.register_blueprint(views.bp)
     celery_init_app(app)

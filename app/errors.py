@@ -50,7 +50,11 @@ def http_error(exc: HTTPException):
     message = data.get("message") or exc.description or exc.name
     if code == 413:
         message = "upload too large: " + str(message)
-    return error_response(code, message)
+    response, code = error_response(code, message)
+    for name, value in exc.get_headers():  # e.g. Allow on a 405
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response, code
 
 
 def init_app(app: Flask) -> None:

@@ -4,42 +4,79 @@ import base64
 from datetime import UTC, datetime
 
 import marshmallow as ma
+from flask_smorest.fields import Upload
 from marshmallow import fields, validate
 
 from . import states as S
 
+MAX_ID = 2**31 - 1  # tasks.id is a 32-bit integer on PostgreSQL
+MAX_BIGINT = 2**63 - 1
+
+
+def _count(description: str | None = None) -> fields.Integer:
+    metadata = {"description": description} if description else {}
+    return fields.Integer(required=True, validate=validate.Range(min=0), metadata=metadata)
+
+
+def _time(description: str) -> fields.DateTime:
+    return fields.DateTime(required=True, allow_none=True, metadata={"description": description})
+
 
 class TaskSchema(ma.Schema):
-    id = fields.Integer(required=True)
+    id = fields.Integer(required=True, metadata={"description": "opaque task id"})
     kind = fields.String(required=True, validate=validate.OneOf(["import", "export"]))
     status = fields.String(required=True, validate=validate.OneOf(S.ALL))
-    filename = fields.String(allow_none=True)
-    created_at = fields.DateTime(allow_none=True)
-    updated_at = fields.DateTime(allow_none=True)
-    started_at = fields.DateTime(allow_none=True)
-    finished_at = fields.DateTime(allow_none=True)
-    last_row = fields.Integer(metadata={"description": "data rows consumed so far"})
-    rows_imported = fields.Integer()
-    error_count = fields.Integer()
-    max_errors = fields.Integer()
-    bytes_total = fields.Integer()
-    bytes_done = fields.Integer()
-    progress = fields.Float(metadata={"description": "0 to 1; exactly 1 when COMPLETED"})
-    rows_per_second = fields.Float(allow_none=True)
-    eta_seconds = fields.Float(allow_none=True)
-    error = fields.String(allow_none=True)
-    header = fields.List(fields.String(), allow_none=True)
-    options = fields.Dict(allow_none=True)
-    paused_at = fields.DateTime(allow_none=True)
-    requested_at = fields.DateTime(
-        allow_none=True, metadata={"description": "when the last action was accepted"}
+    filename = fields.String(required=True, allow_none=True)
+    created_at = _time("when the task was created (UTC)")
+    updated_at = _time("when the task last changed (UTC)")
+    started_at = _time("when a worker first started it (UTC)")
+    finished_at = _time("when it became COMPLETED, FAILED or REVOKED (UTC)")
+    last_row = _count("data rows consumed so far (rows_imported + error_count)")
+    rows_imported = _count("rows imported (for an export: rows written)")
+    error_count = _count("rows that could not be imported")
+    max_errors = _count("the task becomes FAILED when error_count passes this")
+    bytes_total = _count("size of the upload")
+    bytes_done = _count("bytes of the upload read so far")
+    progress = fields.Float(
+        required=True,
+        validate=validate.Range(0, 1),
+        metadata={"description": "0 to 1; exactly 1 when COMPLETED"},
     )
+    rows_per_second = fields.Float(
+        required=True, allow_none=True, metadata={"description": "null unless PROCESSING"}
+    )
+    eta_seconds = fields.Float(
+        required=True, allow_none=True, metadata={"description": "null unless PROCESSING"}
+    )
+    error = fields.String(
+        required=True, allow_none=True, metadata={"description": "why the task FAILED"}
+    )
+    header = fields.List(
+        fields.String(),
+        required=True,
+        allow_none=True,
+        metadata={"description": "the CSV's column names"},
+    )
+    options = fields.Dict(
+        required=True,
+        allow_none=True,
+        metadata={"description": "import options (has_header, delimiter, encoding) or filters"},
+    )
+    paused_at = _time("when the task was last PAUSED (UTC)")
+    requested_at = _time("when the last action was accepted (UTC)")
 
 
 class ErrorBodySchema(ma.Schema):
-    code = fields.Integer(required=True)
-    message = fields.String(required=True)
-    status = fields.String(metadata={"description": "the task's status, when it is the reason"})
+    code = fields.Integer(
+        required=True,
+        metadata={"description": "the HTTP status code"},
+        validate=validate.Range(400, 599),
+    )
+    message = fields.String(required=True, metadata={"description": "what went wrong, in words"})
+    status = fields.String(
+        validate=validate.OneOf(S.ALL),
+        metadata={"description": "the task's status, when it is the reason"},
+    )
 
 
 class ErrorSchema(ma.Schema):
@@ -47,21 +84,36 @@ class ErrorSchema(ma.Schema):
 
 
 class PageArgs(ma.Schema):
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-    cursor = fields.String(load_default=None, metadata={"description": "opaque; from `next`"})
+    limit = fields.Integer(
+        load_default=100, validate=validate.Range(1, 1000), metadata={"description": "page size"}
+    )
+    cursor = fields.String(
+        load_default=None,
+        validate=validate.Length(max=100),
+        metadata={"description": "opaque; from `next`"},
+    )
 
 
 class TaskListArgs(PageArgs):
-    status = fields.String(load_default=None, validate=validate.OneOf(S.ALL))
+    status = fields.String(
+        load_default=None, validate=validate.OneOf(S.ALL), metadata={"description": "filter"}
+    )
 
 
 class EntryListArgs(PageArgs):
-    task_id = fields.Integer(load_default=None)
+    task_id = fields.Integer(
+        load_default=None,
+        validate=validate.Range(0, MAX_ID),
+        metadata={"description": "only the rows of this task"},
+    )
+
+
+_NEXT = {"description": "relative path of the next page; null on the last page"}
 
 
 class TaskListSchema(ma.Schema):
     tasks = fields.List(fields.Nested(TaskSchema), required=True)
-    next = fields.String(allow_none=True, required=True)
+    next = fields.String(allow_none=True, required=True, metadata=_NEXT)
 
 
 class EntrySchema(ma.Schema):
@@ -73,7 +125,7 @@ class EntrySchema(ma.Schema):
 
 class EntryListSchema(ma.Schema):
     entries = fields.List(fields.Nested(EntrySchema), required=True)
-    next = fields.String(allow_none=True, required=True)
+    next = fields.String(allow_none=True, required=True, metadata=_NEXT)
 
 
 class RowErrorSchema(ma.Schema):
@@ -85,20 +137,31 @@ class RowErrorSchema(ma.Schema):
 
 class RowErrorListSchema(ma.Schema):
     errors = fields.List(fields.Nested(RowErrorSchema), required=True)
-    next = fields.String(allow_none=True, required=True)
+    next = fields.String(allow_none=True, required=True, metadata=_NEXT)
 
 
 class HealthSchema(ma.Schema):
-    database = fields.String(required=True)
-    broker = fields.String(required=True)
-    workers = fields.Integer(required=True)
+    database = fields.String(required=True, metadata={"description": '"ok" or the error'})
+    broker = fields.String(required=True, metadata={"description": '"ok" or the error'})
+    workers = fields.Integer(
+        required=True, validate=validate.Range(min=0), metadata={"description": "live workers"}
+    )
 
 
-class UploadForm(ma.Schema):
+class UploadSchema(ma.Schema):
+    """The multipart upload: the file and its optional import options."""
+
     class Meta:
         unknown = ma.EXCLUDE
 
-    has_header = fields.Boolean(load_default=True)
+    file = Upload(
+        required=True,
+        metadata={"description": "the CSV file"},
+        error_messages={"required": "no file part: send the CSV as multipart field 'file'"},
+    )
+    has_header = fields.Boolean(
+        load_default=True, metadata={"description": "false: the columns are col1, col2, ..."}
+    )
     delimiter = fields.String(
         load_default=",",
         validate=[
@@ -106,18 +169,15 @@ class UploadForm(ma.Schema):
             validate.NoneOf(['"', "\r", "\n"], error="cannot be a quote or a line break"),
         ],
     )
-    encoding = fields.String(load_default="utf-8", validate=validate.Length(1, 40))
-    max_errors = fields.Integer(load_default=1000, validate=validate.Range(min=0))
-
-
-class UploadFiles(ma.Schema):
-    class Meta:
-        unknown = ma.EXCLUDE
-
-    file = fields.Raw(
-        required=True,
-        metadata={"type": "string", "format": "binary"},
-        error_messages={"required": "no file part: send the CSV as multipart field 'file'"},
+    encoding = fields.String(
+        load_default="utf-8",
+        validate=validate.Length(1, 40),
+        metadata={"description": "any ASCII-compatible Python codec; a BOM is stripped"},
+    )
+    max_errors = fields.Integer(
+        load_default=1000,
+        validate=validate.Range(0, MAX_BIGINT),
+        metadata={"description": "the task becomes FAILED when error_count passes this"},
     )
 
 
@@ -129,9 +189,12 @@ def decode_cursor(cursor: str) -> int:
     """Return the key inside a cursor; ValueError if it is not one of ours."""
     padded = cursor + "=" * (-len(cursor) % 4)
     try:
-        return int(base64.urlsafe_b64decode(padded.encode()).decode())
+        key = int(base64.urlsafe_b64decode(padded.encode()).decode())
     except (ValueError, UnicodeError) as exc:
         raise ValueError("invalid cursor") from exc
+    if not 0 <= key <= MAX_BIGINT:  # keys are row ids; bigger ones overflow the database
+        raise ValueError("invalid cursor")
+    return key
 
 
 def iso(epoch: float | None) -> datetime | None:

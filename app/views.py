@@ -2,10 +2,13 @@
 
 from flask import Blueprint, render_template
 
+from .auth import public
+
 bp = Blueprint("views", __name__)
 
 
 @bp.get("/")
+@public  # the page asks for the API token itself
 def index():
     """Serve the dashboard page (upload form, live task table, task detail)."""
     return render_template("index.html")

@@ -3,23 +3,56 @@
 import time
 
 import orjson
+from apispec import BasePlugin
 from flask import Flask, current_app, request, url_for
 from flask_smorest import Api as _Api
 from flask_smorest import Blueprint as _Blueprint
+from flask_smorest.spec.plugins import integerconverter2paramschema
 from webargs.flaskparser import FlaskParser
+from werkzeug.datastructures import CombinedMultiDict
+from werkzeug.routing import IntegerConverter, Rule
 
-from .. import errors
+from .. import auth, errors
 from ..errors import ApiError
-from ..schemas import ErrorSchema, decode_cursor, encode_cursor, iso
+from ..schemas import MAX_ID, ErrorSchema, decode_cursor, encode_cursor, iso
 from ..store import Store
 
 
 class Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400  # a malformed request is a 400, not a 422
+    __location_map__ = {**FlaskParser.__location_map__, "multipart": "load_multipart"}
+
+    def load_multipart(self, req, schema):
+        """Files and form fields of a multipart body as one mapping (one requestBody)."""
+        return self._makeproxy(CombinedMultiDict([req.files, req.form]), schema)
 
 
 class Blueprint(_Blueprint):
     ARGUMENTS_PARSER = Parser()
+    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING = {
+        **_Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING,
+        "multipart": "multipart/form-data",
+    }
+
+    def public(self, func):
+        """Open without the API token; documented with no security requirement."""
+        return auth.public(self.doc(security=[])(func))
+
+
+class TaskIdConverter(IntegerConverter):
+    """`<int:...>` in this app is a task id: past tasks.id's range it is a 404, not SQL."""
+
+    def __init__(self, url_map, fixed_digits=0, min=None, max=MAX_ID, signed=False):
+        super().__init__(url_map, fixed_digits, min, max, signed)
+
+
+class BearerAuthPlugin(BasePlugin):
+    """Every operation without `security: []` may answer 401 (when API_TOKEN is set)."""
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        for operation in (operations or {}).values():
+            if operation.get("security") != []:
+                operation.setdefault("responses", {})["401"] = "BEARER_REQUIRED"
 
 
 class Api(_Api):
@@ -27,6 +60,26 @@ class Api(_Api):
 
     def handle_http_exception(self, error):
         return errors.http_error(error)
+
+    def _register_responses(self):
+        super()._register_responses()
+        self.spec.components.response(
+            "BEARER_REQUIRED",
+            {
+                "description": "API_TOKEN is set and the request lacks `Authorization: Bearer`",
+                "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+                "content": {"application/json": {"schema": "Error"}},
+            },
+        )
+        self.spec.components.security_scheme(
+            "bearerAuth",
+            {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "required on every endpoint but the public ones "
+                "when the server has API_TOKEN set",
+            },
+        )
 
 
 def store() -> Store:
@@ -101,7 +154,42 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
 def init_app(app: Flask) -> None:
     from . import entries, health, tasks, uploads
 
-    api = Api(app)
+    app.url_map.converters["int"] = TaskIdConverter  # before any route is added
+    app.config.setdefault("API_SPEC_OPTIONS", {"security": [{"bearerAuth": []}]})
+    api = Api(app, spec_kwargs={"extra_plugins": [BearerAuthPlugin()]})
+    api.register_converter(TaskIdConverter, integerconverter2paramschema)
     for module in (uploads, tasks, entries, health):
         api.register_blueprint(module.blp)
+    document_page_and_spec(api)
     app.extensions["api"] = api
+
+
+def document_page_and_spec(api: Api) -> None:
+    """GET / (the page) and GET /openapi.json are served outside the blueprints."""
+    api.spec.path(
+        rule=Rule("/"),
+        operations={
+            "get": {
+                "summary": "The dashboard: upload form, live task table and actions.",
+                "tags": ["page"],
+                "security": [],
+                "responses": {"200": {"description": "the page", "content": {"text/html": {}}}},
+            }
+        },
+    )
+    api.spec.path(
+        rule=Rule("/openapi.json"),
+        operations={
+            "get": {
+                "summary": "This OpenAPI 3 description, generated from the code.",
+                "tags": ["page"],
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "the description",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+    )

@@ -19,6 +19,7 @@ def _check(fn) -> str:
 
 
 @blp.route("/healthz")
+@blp.public  # for load balancers and orchestrators
 @blp.response(200, HealthSchema)
 @blp.alt_response(503, schema=HealthSchema, description="something failed; named in the body")
 def healthz():

@@ -4,10 +4,11 @@ import os
 
 import orjson
 from flask import current_app
+from werkzeug.datastructures import FileStorage
 
 from .. import importer
 from ..errors import ApiError
-from ..schemas import TaskSchema, UploadFiles, UploadForm
+from ..schemas import TaskSchema, UploadSchema
 from ..tasks import enqueue
 from ..uploads import adopt
 from . import Blueprint, store, task_dict
@@ -16,15 +17,27 @@ blp = Blueprint("uploads", __name__, description="Upload a CSV file to import")
 
 
 @blp.route("/", methods=["POST"])
-@blp.arguments(UploadForm, location="form")
-@blp.arguments(UploadFiles, location="files")
-@blp.response(202, TaskSchema, headers={"Location": {"schema": {"type": "string"}}})
+@blp.arguments(UploadSchema, location="multipart")
+@blp.response(
+    202,
+    TaskSchema,
+    description="the task, created and queued",
+    headers={
+        "Location": {
+            "description": "the task's path, /tasks/<id>",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+)
 @blp.alt_response(400, schema="Error", description="bad upload; no task is created")
 @blp.alt_response(413, schema="Error", description="upload over MAX_UPLOAD_MB")
-def upload(form, files):
+def upload(form):
     """Upload a CSV (multipart field `file`) and start importing it."""
-    file = files["file"]
-    if not getattr(file, "filename", None):
+    file = form["file"]
+    if not isinstance(file, FileStorage):
+        raise ApiError(400, "no file part: send the CSV as multipart field 'file'")
+    if not file.filename:
         raise ApiError(400, "the file has no name: choose a file to upload")
     path, size = adopt(file)
     try:
