@@ -1,6 +1,6 @@
 """Marshmallow schemas: what comes in and what goes out (and /openapi.json)."""
 
-import base64
+import re
 from datetime import UTC, datetime
 
 import marshmallow as ma
@@ -11,6 +11,8 @@ from . import states as S
 
 MAX_ID = 2**31 - 1  # tasks.id is a 32-bit integer on PostgreSQL
 MAX_BIGINT = 2**63 - 1
+# A cursor is the last key of a page in hex: every string of this pattern is a valid one.
+CURSOR_PATTERN = r"^[0-9a-f]{1,15}$"
 
 
 def _count(description: str | None = None) -> fields.Integer:
@@ -89,7 +91,7 @@ class PageArgs(ma.Schema):
     )
     cursor = fields.String(
         load_default=None,
-        validate=validate.Length(max=100),
+        validate=validate.Regexp(CURSOR_PATTERN, error="not a cursor this server made"),
         metadata={"description": "opaque; from `next`"},
     )
 
@@ -171,7 +173,9 @@ class UploadSchema(ma.Schema):
     )
     encoding = fields.String(
         load_default="utf-8",
-        validate=validate.Length(1, 40),
+        validate=validate.Regexp(
+            r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,39}$", error="not the name of an encoding"
+        ),
         metadata={"description": "any ASCII-compatible Python codec; a BOM is stripped"},
     )
     max_errors = fields.Integer(
@@ -182,19 +186,14 @@ class UploadSchema(ma.Schema):
 
 
 def encode_cursor(key: int) -> str:
-    return base64.urlsafe_b64encode(str(key).encode()).decode().rstrip("=")
+    return format(key, "x")
 
 
 def decode_cursor(cursor: str) -> int:
     """Return the key inside a cursor; ValueError if it is not one of ours."""
-    padded = cursor + "=" * (-len(cursor) % 4)
-    try:
-        key = int(base64.urlsafe_b64decode(padded.encode()).decode())
-    except (ValueError, UnicodeError) as exc:
-        raise ValueError("invalid cursor") from exc
-    if not 0 <= key <= MAX_BIGINT:  # keys are row ids; bigger ones overflow the database
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
         raise ValueError("invalid cursor")
-    return key
+    return int(cursor, 16)
 
 
 def iso(epoch: float | None) -> datetime | None:

@@ -46,12 +46,21 @@ class TaskIdConverter(IntegerConverter):
         super().__init__(url_map, fixed_digits, min, max, signed)
 
 
-class BearerAuthPlugin(BasePlugin):
-    """Every operation without `security: []` may answer 401 (when API_TOKEN is set)."""
+class ContractPlugin(BasePlugin):
+    """Operation ids from the view names, and a 401 on every operation that needs the token."""
 
-    def operation_helper(self, path=None, operations=None, **kwargs):
-        for operation in (operations or {}).values():
-            if operation.get("security") != []:
+    def init_spec(self, spec):
+        self.ids: set[str] = set()
+
+    def operation_helper(self, path=None, operations=None, rule=None, **kwargs):
+        for method, operation in (operations or {}).items():
+            if "operationId" not in operation and rule is not None and rule.endpoint:
+                name = rule.endpoint.rsplit(".", 1)[-1]
+                if name in self.ids or len(operations) > 1:
+                    name = f"{rule.endpoint.replace('.', '_')}_{method}"
+                operation["operationId"] = name
+            self.ids.add(operation.get("operationId", ""))
+            if operation.get("security") != []:  # not public: 401 when API_TOKEN is set
                 operation.setdefault("responses", {})["401"] = "BEARER_REQUIRED"
 
 
@@ -105,6 +114,19 @@ def next_link(items: list, args: dict, key, **path_args) -> str | None:
     return url_for(request.endpoint, cursor=encode_cursor(key(items[-1])), **query)
 
 
+def task_links(id_field: str) -> dict:
+    """OpenAPI links from a response carrying a task to what can be done with that task."""
+    task_id = {"task_id": f"$response.body#/{id_field}"}
+    return {
+        "GetTask": {"operationId": "get_task", "parameters": task_id},
+        "ListErrors": {"operationId": "list_errors", "parameters": task_id},
+        "ListEntries": {"operationId": "list_entries", "parameters": task_id},
+        "Pause": {"operationId": "pause", "parameters": task_id},
+        "Resume": {"operationId": "resume", "parameters": task_id},
+        "Terminate": {"operationId": "terminate", "parameters": task_id},
+    }
+
+
 def task_dict(t, now: float | None = None, paused_at: float | None = None) -> dict:
     """A task as the API shows it, with its derived progress, speed and ETA."""
     now = time.time() if now is None else now
@@ -156,7 +178,7 @@ def init_app(app: Flask) -> None:
 
     app.url_map.converters["int"] = TaskIdConverter  # before any route is added
     app.config.setdefault("API_SPEC_OPTIONS", {"security": [{"bearerAuth": []}]})
-    api = Api(app, spec_kwargs={"extra_plugins": [BearerAuthPlugin()]})
+    api = Api(app, spec_kwargs={"extra_plugins": [ContractPlugin()]})
     api.register_converter(TaskIdConverter, integerconverter2paramschema)
     for module in (uploads, tasks, entries, health):
         api.register_blueprint(module.blp)
@@ -170,6 +192,7 @@ def document_page_and_spec(api: Api) -> None:
         rule=Rule("/"),
         operations={
             "get": {
+                "operationId": "page",
                 "summary": "The dashboard: upload form, live task table and actions.",
                 "tags": ["page"],
                 "security": [],
@@ -181,6 +204,7 @@ def document_page_and_spec(api: Api) -> None:
         rule=Rule("/openapi.json"),
         operations={
             "get": {
+                "operationId": "openapi",
                 "summary": "This OpenAPI 3 description, generated from the code.",
                 "tags": ["page"],
                 "security": [],

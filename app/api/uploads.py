@@ -11,7 +11,7 @@ from ..errors import ApiError
 from ..schemas import TaskSchema, UploadSchema
 from ..tasks import enqueue
 from ..uploads import adopt
-from . import Blueprint, store, task_dict
+from . import Blueprint, store, task_dict, task_links
 
 blp = Blueprint("uploads", __name__, description="Upload a CSV file to import")
 
@@ -32,6 +32,12 @@ blp = Blueprint("uploads", __name__, description="Upload a CSV file to import")
 )
 @blp.alt_response(400, schema="Error", description="bad upload; no task is created")
 @blp.alt_response(413, schema="Error", description="upload over MAX_UPLOAD_MB")
+@blp.doc(
+    requestBody={
+        "content": {"multipart/form-data": {"encoding": {"file": {"contentType": "text/csv"}}}}
+    },
+    responses={"202": {"links": task_links("id")}},
+)
 def upload(form):
     """Upload a CSV (multipart field `file`) and start importing it."""
     file = form["file"]
