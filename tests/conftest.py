@@ -6,50 +6,18 @@ stack needs DATABASE_URL and REDIS_URL; without them its tests skip, except
 under CI=true, where they fail.
 """
 
-import os
-import uuid
-
 import pytest
-import redis as redis_lib
-from sqlalchemy import create_engine, text
 
 from app import create_app
 from app.schema import upgrade
-from tests.helpers import RUNNING_SERVERS, Proc, free_port, need, wait_for
-
-
-def _pg_schema_url(base: str, schema: str) -> str:
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{schema}"
+from tests.helpers import RUNNING_SERVERS, Proc, free_port, stack_env, wait_for
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def stack(request, tmp_path):
     """Environment for the app and its workers: DATA_DIR, database and broker."""
-    env = {"DATA_DIR": str(tmp_path / "data"), "HEARTBEAT_TIMEOUT_S": "30"}
-    if request.param == "sqlite":
-        env["DATABASE_URL"] = ""
-        env["REDIS_URL"] = ""
+    with stack_env(request.param, tmp_path / "data") as env:
         yield env
-        return
-    db_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
-    need("PostgreSQL", bool(db_url), "set DATABASE_URL=postgresql+psycopg://...")
-    need("Redis", bool(redis_url), "set REDIS_URL=redis://...")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(db_url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    queue_db = redis_lib.Redis.from_url(redis_url)
-    # Each test gets its own queue name space: a fresh Redis database is not
-    # available per test, so flush the one we use (tests run one at a time).
-    queue_db.flushdb()
-    env["DATABASE_URL"] = _pg_schema_url(db_url, schema)
-    env["REDIS_URL"] = redis_url
-    yield env
-    queue_db.flushdb()
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,46 @@ def need(what: str, ok: bool, why: str) -> None:
     if REQUIRED:
         pytest.fail(f"{what} is required under CI=true: {why}")
     pytest.skip(f"{what} not available: {why}")
+
+
+def _pg_schema_url(base: str, schema: str) -> str:
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+@contextmanager
+def stack_env(kind: str, data_dir: Path):
+    """Environment for the app and its workers on one stack: DATA_DIR, database, broker.
+
+    "sqlite": SQLite + the embedded filesystem broker (as `make run`). "postgres":
+    a fresh schema in DATABASE_URL + REDIS_URL (as a scaled deployment); without
+    them the caller skips (fails under CI=true).
+    """
+    env = {"DATA_DIR": str(data_dir), "HEARTBEAT_TIMEOUT_S": "30"}
+    if kind == "sqlite":
+        yield {**env, "DATABASE_URL": "", "REDIS_URL": ""}
+        return
+    import redis as redis_lib
+    from sqlalchemy import create_engine
+
+    db_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
+    need("PostgreSQL", bool(db_url), "set DATABASE_URL=postgresql+psycopg://...")
+    need("Redis", bool(redis_url), "set REDIS_URL=redis://...")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(db_url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    queue_db = redis_lib.Redis.from_url(redis_url)
+    # Each test gets its own queue name space: a fresh Redis database is not
+    # available per test, so flush the one we use (tests run one at a time).
+    queue_db.flushdb()
+    try:
+        yield {**env, "DATABASE_URL": _pg_schema_url(db_url, schema), "REDIS_URL": redis_url}
+    finally:
+        queue_db.flushdb()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
