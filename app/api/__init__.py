@@ -34,9 +34,7 @@ class Blueprint(_Blueprint):
         "multipart": "multipart/form-data",
     }
 
-    def public(self, func):
-        """Open without the API token; documented with no security requirement."""
-        return auth.public(self.doc(security=[])(func))
+    public = staticmethod(auth.public)  # documented with no security by ContractPlugin
 
 
 class TaskIdConverter(IntegerConverter):
@@ -47,12 +45,13 @@ class TaskIdConverter(IntegerConverter):
 
 
 class ContractPlugin(BasePlugin):
-    """Operation ids from the view names, and a 401 on every operation that needs the token."""
+    """Operation ids from the view names; security from the views' marks (see app/auth.py)."""
 
-    def init_spec(self, spec):
-        self.ids: set[str] = set()
+    def __init__(self, app: Flask):
+        self.app, self.ids = app, set()
 
     def operation_helper(self, path=None, operations=None, rule=None, **kwargs):
+        view = self.app.view_functions.get(rule.endpoint) if rule is not None else None
         for method, operation in (operations or {}).items():
             if "operationId" not in operation and rule is not None and rule.endpoint:
                 name = rule.endpoint.rsplit(".", 1)[-1]
@@ -60,7 +59,11 @@ class ContractPlugin(BasePlugin):
                     name = f"{rule.endpoint.replace('.', '_')}_{method}"
                 operation["operationId"] = name
             self.ids.add(operation.get("operationId", ""))
-            if operation.get("security") != []:  # not public: 401 when API_TOKEN is set
+            if getattr(view, "public", False):
+                operation["security"] = []
+            elif getattr(view, "signed", False):
+                operation["security"] = [{"bearerAuth": []}, {"signedLink": []}]
+            if operation.get("security") != []:  # 401 when API_TOKEN is set
                 operation.setdefault("responses", {})["401"] = "BEARER_REQUIRED"
 
 
@@ -87,6 +90,16 @@ class Api(_Api):
                 "scheme": "bearer",
                 "description": "required on every endpoint but the public ones "
                 "when the server has API_TOKEN set",
+            },
+        )
+        self.spec.components.security_scheme(
+            "signedLink",
+            {
+                "type": "apiKey",
+                "in": "query",
+                "name": "sig",
+                "description": "instead of the token: the `sig` of a link from "
+                f"POST /tasks/{{task_id}}/download_link, valid {auth.LINK_SECONDS} s",
             },
         )
 
@@ -178,7 +191,7 @@ def init_app(app: Flask) -> None:
 
     app.url_map.converters["int"] = TaskIdConverter  # before any route is added
     app.config.setdefault("API_SPEC_OPTIONS", {"security": [{"bearerAuth": []}]})
-    api = Api(app, spec_kwargs={"extra_plugins": [ContractPlugin()]})
+    api = Api(app, spec_kwargs={"extra_plugins": [ContractPlugin(app)]})
     api.register_converter(TaskIdConverter, integerconverter2paramschema)
     for module in (uploads, tasks, entries, health):
         api.register_blueprint(module.blp)
