@@ -36,7 +36,7 @@ blp = Blueprint("uploads", __name__, description="Upload a CSV file to import")
     requestBody={
         "content": {"multipart/form-data": {"encoding": {"file": {"contentType": "text/csv"}}}}
     },
-    responses={"202": {"links": task_links("id")}},
+    responses={202: {"links": task_links("id")}},  # int: merged into @blp.response(202)
 )
 def upload(form):
     """Upload a CSV (multipart field `file`) and start importing it."""
