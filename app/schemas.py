@@ -11,8 +11,10 @@ from . import states as S
 
 MAX_ID = 2**31 - 1  # tasks.id is a 32-bit integer on PostgreSQL
 MAX_BIGINT = 2**63 - 1
-# A cursor is the last key of a page in hex: every string of this pattern is a valid one.
-CURSOR_PATTERN = r"^[0-9a-f]{1,15}$"
+# A cursor is the last key of a page in hex. The patterns admit exactly the keys that
+# fit the column (32-bit task ids, 64-bit row ids): every string they match is valid.
+TASK_CURSOR = r"^([0-9a-f]{1,7}|[0-7][0-9a-f]{7})$"
+ROW_CURSOR = r"^([0-9a-f]{1,15}|[0-7][0-9a-f]{15})$"
 
 
 def _count(description: str | None = None) -> fields.Integer:
@@ -85,18 +87,30 @@ class ErrorSchema(ma.Schema):
     error = fields.Nested(ErrorBodySchema, required=True)
 
 
-class PageArgs(ma.Schema):
-    limit = fields.Integer(
-        load_default=100, validate=validate.Range(1, 1000), metadata={"description": "page size"}
-    )
-    cursor = fields.String(
+def _cursor(pattern: str) -> fields.String:
+    return fields.String(
         load_default=None,
-        validate=validate.Regexp(CURSOR_PATTERN, error="not a cursor this server made"),
+        validate=validate.Regexp(pattern, error="not a cursor this server made"),
         metadata={"description": "opaque; from `next`"},
     )
 
 
-class TaskListArgs(PageArgs):
+class PageArgs(ma.Schema):
+    """A page of rows (entries, row errors)."""
+
+    limit = fields.Integer(
+        load_default=100, validate=validate.Range(1, 1000), metadata={"description": "page size"}
+    )
+    cursor = _cursor(ROW_CURSOR)
+
+
+class TaskPageArgs(PageArgs):
+    """A page of tasks, newest first."""
+
+    cursor = _cursor(TASK_CURSOR)
+
+
+class TaskListArgs(TaskPageArgs):
     status = fields.String(
         load_default=None, validate=validate.OneOf(S.ALL), metadata={"description": "filter"}
     )
@@ -191,7 +205,7 @@ def encode_cursor(key: int) -> str:
 
 def decode_cursor(cursor: str) -> int:
     """Return the key inside a cursor; ValueError if it is not one of ours."""
-    if not re.fullmatch(CURSOR_PATTERN, cursor):
+    if not re.fullmatch(ROW_CURSOR, cursor):
         raise ValueError("invalid cursor")
     return int(cursor, 16)
 

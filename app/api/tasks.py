@@ -4,7 +4,7 @@ from .. import queries
 from .. import states as S
 from ..errors import ApiError
 from ..models import db
-from ..schemas import PageArgs, TaskListArgs, TaskListSchema, TaskSchema
+from ..schemas import TaskListArgs, TaskListSchema, TaskPageArgs, TaskSchema
 from ..tasks import enqueue
 from . import Blueprint, next_link, page_cursor, store, task_dict
 
@@ -42,7 +42,7 @@ def get_task(task_id):
 
 
 @blp.route("/paused_tasks")
-@blp.arguments(PageArgs, location="query")
+@blp.arguments(TaskPageArgs, location="query")
 @blp.response(200, TaskListSchema)
 def paused_tasks(args):
     """Paused tasks with their checkpoint (`last_row`) and `paused_at`."""
@@ -51,7 +51,7 @@ def paused_tasks(args):
 
 
 @blp.route("/terminated_tasks")
-@blp.arguments(PageArgs, location="query")
+@blp.arguments(TaskPageArgs, location="query")
 @blp.response(200, TaskListSchema)
 def terminated_tasks(args):
     """Revoked tasks: terminated, none of their rows remain."""
