@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import os
 import re
 import shutil
@@ -27,6 +28,11 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "bench" / "out"  # ignored by git: generated files, service logs
+
+# The tree whose run.py / worker.py the benches start: this checkout unless --source
+# (or env BENCH_SOURCE) names another, e.g. a clean `git archive` of a commit while
+# others edit the working tree.
+SOURCE: Path | None = None
 
 # Final statuses of a task: polling stops on any of them unless told otherwise.
 FINAL = frozenset({"COMPLETED", "FAILED", "REVOKED"})
@@ -112,12 +118,154 @@ def percentile(xs, p: float):
     xs = sorted(xs)
     if not xs:
         return None
-    k = max(0, min(len(xs) - 1, round(p / 100 * len(xs) + 0.5) - 1))
+    k = max(0, min(len(xs) - 1, math.ceil(p / 100 * len(xs)) - 1))
     return xs[k]
 
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def loadavg() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# --------------------------------------------------------------------------- processes (/proc)
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, start time in clock ticks) of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2 :].split()  # comm may hold spaces and parens
+    return int(fields[1]), int(fields[19])
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(int(name))
+            if st and st[0] == pid:
+                out.append(int(name))
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (one walk of /proc)."""
+    parent: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(int(name))
+            if st:
+                parent[int(name)] = st[0]
+    kids: dict[int, list[int]] = {}
+    for child, ppid in parent.items():
+        kids.setdefault(ppid, []).append(child)
+    out, todo = [], [pid] if pid in parent else []
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def status_kb(pid: int, *keys: str) -> dict[str, int]:
+    """Fields of /proc/<pid>/status in kB (VmRSS, VmHWM, ...); {} if the process is gone."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in keys:
+                    out[key] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def role(cmd: str) -> str:
+    """What a service process is, from its command line."""
+    if "importer.py" in cmd:
+        return "reader"
+    if "worker.py" in cmd:
+        return "worker"
+    if "run.py" in cmd:
+        return "web"
+    return cmd.split(" ")[0].rsplit("/", 1)[-1] or "?"
+
+
+class RssSampler:
+    """Samples the resident memory of a changing set of processes in a thread.
+
+    ``pids()`` is called at every sample (so children that come and go, such as the CSV
+    reader, are seen); the peak is the largest sum of VmRSS over one sample. Each
+    process's own VmHWM (its kernel-kept peak) is kept too, per role, for processes
+    that outlive the sampling and for peaks between two samples.
+    """
+
+    def __init__(self, pids, interval: float = 0.02):
+        import threading
+
+        self._pids, self.interval = pids, interval
+        self.peak_kb, self.samples = 0, 0
+        self.peak_by_role: dict[str, int] = {}
+        self.hwm_by_pid: dict[int, tuple[str, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def sample(self) -> int:
+        total, by_role = 0, {}
+        for pid in self._pids():
+            st = status_kb(pid, "VmRSS", "VmHWM")
+            if not st:
+                continue
+            r = role(cmdline(pid))
+            total += st.get("VmRSS", 0)
+            by_role[r] = by_role.get(r, 0) + st.get("VmRSS", 0)
+            old = self.hwm_by_pid.get(pid, (r, 0))[1]
+            self.hwm_by_pid[pid] = (r, max(old, st.get("VmHWM", 0)))
+        self.peak_kb = max(self.peak_kb, total)
+        for r, kb in by_role.items():
+            self.peak_by_role[r] = max(self.peak_by_role.get(r, 0), kb)
+        self.samples += 1
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def idle_rss_kb(pids, seconds: float = 1.0, interval: float = 0.05) -> int:
+    """Median of the summed VmRSS of ``pids()`` over ``seconds`` of sampling."""
+    sampler = RssSampler(pids, interval)
+    totals = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        totals.append(sampler.sample())
+        time.sleep(interval)
+    return int(statistics.median(totals))
 
 
 # --------------------------------------------------------------------------- data files
@@ -192,6 +340,7 @@ class Service:
         keep: bool = False,
         python: str = sys.executable,
         ready_timeout: float = 120.0,
+        source: str | Path | None = None,
     ):
         self.database_url = database_url
         self.redis_url = redis_url
@@ -202,6 +351,7 @@ class Service:
         self.keep = keep
         self.python = python
         self.ready_timeout = ready_timeout
+        self.source = Path(source or SOURCE or ROOT)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
@@ -230,7 +380,7 @@ class Service:
     def _spawn(self, script: str) -> subprocess.Popen:
         p = subprocess.Popen(
             [self.python, script],
-            cwd=ROOT,
+            cwd=self.source,
             env=self.env(),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -243,6 +393,8 @@ class Service:
     def start(self) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 (open while the service runs)
+        if self.redis_url:
+            purge_redis_queue(self.redis_url)
         self._spawn("run.py")
         if self.redis_url:
             for _ in range(self.n_workers):
@@ -333,6 +485,24 @@ class Service:
         log(f"service log saved to {dest}")
         return dest
 
+    # -- processes
+    def worker_roots(self) -> list[int]:
+        """Pids of the worker main processes: the ``python worker.py`` processes with
+        Redis, else the embedded worker that run.py started as its child."""
+        if self.redis_url:
+            return [p.pid for p in self.procs[1:] if p.poll() is None]
+        return [pid for pid in children(self.procs[0].pid) if "worker.py" in cmdline(pid)]
+
+    def worker_pids(self) -> list[int]:
+        """Every process of the workers: main, prefork pool children, CSV reader children."""
+        return [pid for root in self.worker_roots() for pid in descendants(root)]
+
+    def web_pids(self) -> list[int]:
+        """run.py (the gunicorn arbiter) and its gunicorn workers, without the embedded
+        worker's tree."""
+        workers = set(self.worker_pids())
+        return [pid for pid in descendants(self.procs[0].pid) if pid not in workers]
+
     # -- API
     def upload(
         self,
@@ -353,6 +523,23 @@ class Service:
         if r.status_code != 202:
             raise RuntimeError(f"upload answered {r.status_code}: {r.text[:500]}")
         return r.json(), took
+
+    def paused_at(self, task_id) -> str | None:
+        """``paused_at`` of a PAUSED task: from its own JSON when the service puts it
+        there, else from GET /paused_tasks (where it always is)."""
+        t = self.task(task_id)
+        if t.get("paused_at"):
+            return t["paused_at"]
+        url = "/paused_tasks?limit=1000"
+        while url:
+            r = self.session.get(self.base + url, timeout=30)
+            r.raise_for_status()
+            body = r.json()
+            for item in body["tasks"]:
+                if str(item["id"]) == str(task_id):
+                    return item.get("paused_at")
+            url = body.get("next")
+        return None
 
     def task(self, task_id) -> dict:
         r = self.session.get(f"{self.base}/tasks/{task_id}", timeout=30)
@@ -389,6 +576,35 @@ class Service:
                         f"service process exited with {p.returncode}; log:\n{self.tail_log()}"
                     )
             time.sleep(interval)
+
+    def wait_for(self, task_id, pred, timeout: float = 600, interval: float = 0.02) -> dict:
+        """Poll GET /tasks/<id> until ``pred(task)`` holds (or the task ended otherwise)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            t = self.task(task_id)
+            if pred(t):
+                return t
+            if t.get("status") in FINAL:
+                raise RuntimeError(f"task {task_id} ended {t.get('status')}: {t.get('error')}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"task {task_id}: condition not met after {timeout}s: {t}")
+            time.sleep(interval)
+
+    def post_action(self, verb: str, task_id) -> requests.Response:
+        """POST /<verb>/<id>, answering whatever the service answers (no raise)."""
+        return self.session.post(f"{self.base}/{verb}/{task_id}", timeout=30)
+
+
+def purge_redis_queue(url: str, queue: str = "runs") -> None:
+    """Drop messages a previous run left in the service's queue (a fresh broker, as the
+    DATA_DIR is fresh): a stale "run task 3" would otherwise claim a new task 3."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.delete(queue, "unacked", "unacked_index")
+    finally:
+        client.close()
 
 
 class MultipartFile:
@@ -461,6 +677,35 @@ class MultipartFile:
 # Whichever appears first is used; without either, batch rows print "n/a".
 BATCH_LOG_ENV = {"IMPORT_BATCH_LOG": "1"}
 _BATCH_RE = re.compile(r"\bbatch\b.*?\brows=(\d+)\b.*?\bms=([0-9.]+)")
+
+
+_BATCH_LINE_RE = re.compile(
+    r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}):[^\]]*\] "
+    r"batch task=(\S+) rows=(\d+) ms=([0-9.]+)",
+    re.M,
+)
+
+
+def batch_log(service_log: str):
+    """(time the commit ended, task id, rows, ms) of every batch log line, in order.
+
+    The time is Python logging's ``asctime`` (this host's local time, ms resolution).
+    """
+    for m in _BATCH_LINE_RE.finditer(service_log):
+        when = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").astimezone()
+        yield when, m.group(2), int(m.group(3)), float(m.group(4))
+
+
+def batch_ms_list(service_log: str, task_id=None) -> list[float]:
+    """Every batch commit time (ms) in the log, of one task when ``task_id`` is given."""
+    out = []
+    for m in _BATCH_RE.finditer(service_log):
+        if task_id is not None:
+            line_start = service_log.rfind("\n", 0, m.start()) + 1
+            if f"task={task_id} " not in service_log[line_start : m.end()]:
+                continue
+        out.append(float(m.group(2)))
+    return out
 
 
 def batch_times_ms(task: dict, service_log: str) -> tuple[float | None, float | None, int]:
@@ -595,3 +840,38 @@ def add_common_arguments(p) -> None:
         help="keep the service's DATA_DIR and scratch database",
     )
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument(
+        "--source",
+        default=os.environ.get("BENCH_SOURCE"),
+        metavar="DIR|git:REV",
+        help="run the service from this tree instead of the checkout, or from a clean "
+        "`git archive` of REV extracted under bench/out/ (env BENCH_SOURCE); useful when "
+        "others are editing the working tree",
+    )
+
+
+def prepare(args) -> None:
+    """Apply the options that set module state (--source); call once after parsing."""
+    global SOURCE
+    src = getattr(args, "source", None)
+    if not src:
+        return
+    if src.startswith("git:"):
+        rev = subprocess.check_output(
+            ["git", "-C", str(ROOT), "rev-parse", "--verify", src[4:] + "^{commit}"], text=True
+        ).strip()
+        dest = OUT_DIR / f"src-{rev[:12]}"
+        if not (dest / "run.py").exists():
+            dest.mkdir(parents=True, exist_ok=True)
+            archive = subprocess.Popen(
+                ["git", "-C", str(ROOT), "archive", rev], stdout=subprocess.PIPE
+            )
+            subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, check=True)
+            if archive.wait() != 0:
+                raise SystemExit(f"git archive {rev} failed")
+        log(f"service source: {dest} (commit {rev[:12]})")
+        SOURCE = dest
+    else:
+        SOURCE = Path(src).resolve()
+        if not (SOURCE / "run.py").exists():
+            raise SystemExit(f"--source {src}: no run.py there")

@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import platform
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -25,19 +26,54 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from bench import common as c
 
-# Module names under bench/ ("import" is a keyword, hence importlib). Append "export"
-# once exports exist.
-BENCHES = ["import"]
+# Module names under bench/ ("import" is a keyword, hence importlib), in running order.
+BENCHES = ["import", "latency", "dispatch", "memory", "concurrency", "export"]
 
 
 def load(name: str):
-    return importlib.import_module(f"bench.{name}")
+    """The bench module, or None (logged) when it is missing or does not import."""
+    try:
+        return importlib.import_module(f"bench.{name}")
+    except Exception as e:  # noqa: BLE001  a bench someone is still writing must not stop the rest
+        c.log(f"bench {name} not loaded: {e.__class__.__name__}: {e}")
+        return None
+
+
+def memory_gb() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def source_commit() -> str:
+    src = c.SOURCE or c.ROOT
+    if src.name.startswith("src-"):
+        return src.name[4:]
+    try:
+        rev = c.subprocess.check_output(
+            ["git", "-C", str(src), "rev-parse", "--short=12", "HEAD"], text=True
+        ).strip()
+        dirty = c.subprocess.run(
+            ["git", "-C", str(src), "diff", "--quiet", "HEAD", "--", "app", "run.py", "worker.py"]
+        ).returncode
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, c.subprocess.CalledProcessError):
+        return "unknown"
 
 
 def machine() -> str:
+    mem = memory_gb()
     return (
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}"
+        f"{mem:.0f} GB RAM, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}"
+        if mem
+        else f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores"
     )
 
 
@@ -51,23 +87,30 @@ def main(argv=None) -> int:
         if hasattr(m, "add_arguments"):
             m.add_arguments(p)
     args = p.parse_args(argv)
+    c.prepare(args)
     chosen = [n.strip() for n in args.only.split(",") if n.strip()] or BENCHES
     unknown = set(chosen) - set(BENCHES)
     if unknown:
         p.error(f"unknown bench: {', '.join(sorted(unknown))}")
 
-    load_before = os.getloadavg()[0]
-    if load_before > 0.5:
-        c.log(f"load average {load_before:.2f}: other work on this machine skews the figures")
+    load_before = c.loadavg()
+    if os.getloadavg()[0] > 0.5:
+        c.log(f"load average {load_before}: other work on this machine skews the figures")
     rows: list[c.Row] = []
     failed: list[str] = []
     t0 = time.perf_counter()
     for name, m in zip(BENCHES, modules, strict=True):
         if name not in chosen:
             continue
-        c.log(f"running bench {name}")
+        if m is None:
+            rows.append(c.Row(f"{name}: not loaded", None, None, None, "", "", "see the log"))
+            failed.append(name)
+            continue
+        c.log(f"running bench {name} (load average {c.loadavg()})")
+        t1 = time.perf_counter()
         try:
             rows += m.run(args)
+            c.log(f"bench {name} done in {time.perf_counter() - t1:.0f} s")
         except Exception as e:  # noqa: BLE001  one broken bench must not hide the others' figures
             c.log(f"bench {name} failed: {e.__class__.__name__}: {e}")
             rows.append(
@@ -83,14 +126,24 @@ def main(argv=None) -> int:
             )
             failed.append(name)
     print(
-        f"# {machine()}; {args.rows:,} rows; medians of {args.repeat} service / "
-        f"{args.baseline_repeat} baseline runs; load average before {load_before:.2f}; "
+        f"# {machine()}; service at {source_commit()}; {args.rows:,} rows; "
+        f"medians of {args.repeat} service / {args.baseline_repeat} baseline runs; "
+        f"load average (1/5/15 min) before {load_before}, after {c.loadavg()}; "
         f"{time.perf_counter() - t0:.0f} s"
     )
     print(c.format_table(rows, markdown=args.markdown))
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"machine": machine(), "rows": [r._asdict() for r in rows]}, indent=2)
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "source": source_commit(),
+                    "load_before": load_before,
+                    "load_after": c.loadavg(),
+                    "rows": [r._asdict() for r in rows],
+                },
+                indent=2,
+            )
         )
     return 1 if failed else 0
 
