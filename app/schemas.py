@@ -66,6 +66,12 @@ class TaskSchema(ma.Schema):
         allow_none=True,
         metadata={"description": "import options (has_header, delimiter, encoding) or filters"},
     )
+    rows_total = fields.Integer(
+        required=True,
+        allow_none=True,
+        validate=validate.Range(min=0),
+        metadata={"description": "an export's rows matched; null for an import, or while counting"},
+    )
     paused_at = _time("when the task was last PAUSED (UTC)")
     requested_at = _time("when the last action was accepted (UTC)")
 

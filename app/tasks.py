@@ -6,6 +6,7 @@ from celery import shared_task
 from flask import current_app
 
 from . import (
+    exports,  # noqa: F401  (registers the export kind)
     imports,  # noqa: F401  (registers the import kind)
     runner,
 )

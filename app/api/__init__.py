@@ -143,9 +143,15 @@ def task_links(id_field: str) -> dict:
 def task_dict(t, now: float | None = None, paused_at: float | None = None) -> dict:
     """A task as the API shows it, with its derived progress, speed and ETA."""
     now = time.time() if now is None else now
+    options = orjson.loads(t.options) if t.options else None
+    filename, rows_total = t.filename, None
     if t.kind == "export":
-        total = t.rows_total or 0
-        progress = (t.rows_imported / total) if total else 0.0
+        # rows_total is final once the header is written (bytes_done > 0); before, a
+        # date-filtered export is still counting. last_row = rows_imported = rows written.
+        rows_total = t.rows_total if t.bytes_done else None
+        progress = (t.rows_imported / rows_total) if rows_total else 0.0
+        options = {k: v for k, v in (options or {}).items() if k != "snapshot"}
+        filename = f"export-{t.id}.csv"  # the download's name
     else:
         progress = (t.bytes_done / t.bytes_total) if t.bytes_total else 0.0
     if t.status == "COMPLETED":
@@ -155,8 +161,8 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
         elapsed = max(t.heartbeat_at - t.run_started_at, 1e-3)
         rate = (t.last_row - t.run_start_row) / elapsed
         if t.kind == "export":
-            left = max((t.rows_total or 0) - t.rows_imported, 0)
-            eta = left / rate if rate > 0 else None
+            left = max((rows_total or 0) - t.rows_imported, 0)
+            eta = left / rate if rate > 0 and rows_total is not None else None
         else:
             byte_rate = (t.bytes_done - t.run_start_bytes) / elapsed
             eta = (t.bytes_total - t.bytes_done) / byte_rate if byte_rate > 0 else None
@@ -164,7 +170,7 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
         "id": t.id,
         "kind": t.kind,
         "status": t.status,
-        "filename": t.filename,
+        "filename": filename,
         "created_at": iso(t.created_at),
         "updated_at": iso(t.updated_at),
         "started_at": iso(t.started_at),
@@ -180,20 +186,21 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
         "eta_seconds": eta,
         "error": t.error,
         "header": orjson.loads(t.header) if t.header else None,
-        "options": orjson.loads(t.options) if t.options else None,
+        "options": options,
+        "rows_total": rows_total,
         "paused_at": iso(paused_at),
         "requested_at": iso(t.requested_at),
     }
 
 
 def init_app(app: Flask) -> None:
-    from . import entries, health, tasks, uploads
+    from . import entries, exports, health, tasks, uploads
 
     app.url_map.converters["int"] = TaskIdConverter  # before any route is added
     app.config.setdefault("API_SPEC_OPTIONS", {"security": [{"bearerAuth": []}]})
     api = Api(app, spec_kwargs={"extra_plugins": [ContractPlugin(app)]})
     api.register_converter(TaskIdConverter, integerconverter2paramschema)
-    for module in (uploads, tasks, entries, health):
+    for module in (uploads, tasks, entries, exports, health):
         api.register_blueprint(module.blp)
     document_page_and_spec(api)
     app.extensions["api"] = api

@@ -1,0 +1,126 @@
+"""Exports: matching imported rows into a CSV file, and its download."""
+
+import marshmallow as ma
+from flask import current_app, request, send_file
+from marshmallow import fields, validate
+
+from .. import exports, queries
+from .. import states as S
+from ..auth import signed
+from ..errors import ApiError
+from ..export_plan import PlanError, parse_date
+from ..models import db
+from ..schemas import MAX_ID, TaskSchema
+from ..tasks import enqueue
+from . import Blueprint, store, task_dict
+
+blp = Blueprint("exports", __name__, description="Export imported rows to a CSV file")
+
+_DATE = "a date, YYYY-MM-DD or MM/DD/YYYY"
+
+
+class DateField(fields.String):
+    """`YYYY-MM-DD` or `MM/DD/YYYY`, loaded as `YYYY-MM-DD`."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        iso = parse_date(super()._deserialize(value, attr, data, **kwargs))
+        if iso is None:
+            raise ma.ValidationError(f"not {_DATE}: {value!r}")
+        return iso
+
+
+class ExportRequestSchema(ma.Schema):
+    """What to export; every key optional (none: every imported row)."""
+
+    task_id = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(0, MAX_ID),
+        metadata={"description": "only the rows of this import"},
+    )
+    column = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(1, 255),
+        metadata={"description": "a column holding dates, filtered by from/to"},
+    )
+    start = DateField(
+        data_key="from",
+        load_default=None,
+        allow_none=True,
+        metadata={"description": f"first date kept (inclusive): {_DATE}"},
+    )
+    end = DateField(
+        data_key="to",
+        load_default=None,
+        allow_none=True,
+        metadata={"description": f"last date kept (inclusive): {_DATE}"},
+    )
+
+    @ma.validates_schema
+    def _range(self, data, **_):
+        start, end = data.get("start"), data.get("end")
+        if (start or end) and not data.get("column"):
+            raise ma.ValidationError("needed with from/to: the column they filter", "column")
+        if start and end and start > end:
+            raise ma.ValidationError(f"from {start} is after to {end}", "from")
+
+
+@blp.before_request
+def _json_only():
+    """A body that is not JSON is refused, not read as no filter (curl -d sends a form)."""
+    if (
+        request.endpoint == "exports.create_export"
+        and request.content_length
+        and not (request.is_json)
+    ):
+        raise ApiError(400, "send the filters as JSON (Content-Type: application/json)")
+
+
+@blp.route("/exports", methods=["POST"])
+@blp.arguments(ExportRequestSchema, required=False)
+@blp.response(202, TaskSchema, headers={"Location": {"schema": {"type": "string"}}})
+@blp.alt_response(400, schema="Error", description="bad request; no task is created")
+@blp.alt_response(409, schema="Error", description="the import's rows were removed")
+def create_export(args):
+    """Export the matching imported rows to a CSV file, in the background."""
+    db.session.rollback()  # the store reads and writes in its own transactions
+    try:
+        task_id = exports.create(
+            store(), args["task_id"], args["column"], args["start"], args["end"]
+        )
+    except PlanError as exc:
+        raise ApiError(exc.code, exc.message, exc.status) from None
+    enqueue(task_id)
+    return task_dict(store().get(task_id)), 202, {"Location": f"/tasks/{task_id}"}
+
+
+@blp.route("/tasks/<int:task_id>/download")
+@blp.doc(
+    responses={
+        "200": {
+            "description": "the CSV file, as an attachment named export-<id>.csv",
+            "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }
+)
+@blp.alt_response(404, schema="Error", description="no such export, or REVOKED")
+@blp.alt_response(409, schema="Error", description="not COMPLETED yet")
+@signed
+def download(task_id):
+    """The finished CSV file of a COMPLETED export."""
+    task = queries.get_task(db.session.connection(), task_id)
+    if task is None:
+        raise ApiError(404, f"task {task_id} not found")
+    if task.kind != "export":
+        raise ApiError(404, f"task {task_id} is an import: only an export has a file")
+    if task.status == S.REVOKED:
+        raise ApiError(404, f"export {task_id} was terminated: its file is removed", task.status)
+    if task.status != S.COMPLETED:
+        raise ApiError(409, f"export {task_id} is {task.status}, not COMPLETED", task.status)
+    path = exports.download_path(current_app.config["DATA_DIR"], task)
+    if path is None:
+        raise ApiError(404, f"the file of export {task_id} is missing")
+    return send_file(
+        path, mimetype="text/csv", as_attachment=True, download_name=f"export-{task_id}.csv"
+    )

@@ -1,0 +1,146 @@
+"""What an export reads: its filter, and its sources frozen when it is created.
+
+No Flask here. `make_plan` checks a request against the tasks table and records,
+for every import it reads, the last row committed at that instant (`bound`): the
+export writes exactly the rows with `row_number <= bound`, whatever is imported,
+paused or resumed afterwards. A key range [lo, hi] of csv_entries.id bounds the
+scan; it holds every one of those rows.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import date
+
+import orjson
+from sqlalchemy import func, select
+
+from . import states as S
+from .models import CsvEntry, Task
+
+T, C = Task.__table__, CsvEntry.__table__
+
+_ISO = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_US = re.compile(r"([0-9]{2})/([0-9]{2})/([0-9]{4})")
+
+GONE = (S.TERMINATING, S.REVOKED)
+
+
+def parse_date(text) -> str | None:
+    """`YYYY-MM-DD` or `MM/DD/YYYY` (spaces around allowed) as `YYYY-MM-DD`; else None."""
+    if not isinstance(text, str):
+        return None
+    text = text.strip()
+    if m := _ISO.fullmatch(text):
+        year, month, day = m.groups()
+    elif m := _US.fullmatch(text):
+        month, day, year = m.groups()
+    else:
+        return None
+    try:
+        return date(int(year), int(month), int(day)).isoformat()
+    except ValueError:  # 02/30/2017 and the like
+        return None
+
+
+class DateRange:
+    """Whether a field is a date between `start` and `end` (inclusive, either open)."""
+
+    CACHE = 100_000  # distinct field values remembered (dates repeat a lot)
+
+    def __init__(self, start: str | None, end: str | None):
+        self.start, self.end = start or "0000-00-00", end or "9999-99-99"
+        self.seen: dict[str, bool] = {}
+
+    def __call__(self, value: str) -> bool:
+        hit = self.seen.get(value)
+        if hit is None:
+            iso = parse_date(value)
+            hit = iso is not None and self.start <= iso <= self.end
+            if len(self.seen) >= self.CACHE:
+                self.seen.clear()
+            self.seen[value] = hit
+        return hit
+
+
+class PlanError(Exception):
+    """A request the service refuses: `code` 400 or 409 (`status` when a state is why)."""
+
+    def __init__(self, code: int, message: str, status: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+@dataclass
+class Plan:
+    """Everything an export task is created with (columns of its tasks row)."""
+
+    header: list[str]
+    options: dict
+    rows_total: int | None  # known at once without a date filter; else counted first
+
+
+def make_plan(conn, task_id: int | None, column: str | None, start, end) -> Plan:
+    """Check the request and freeze its sources: each import's last committed row."""
+    if task_id is not None:
+        tasks = conn.execute(select(T).where(T.c.id == task_id)).all()
+        if not tasks:
+            raise PlanError(400, f"task_id: no task {task_id}")
+        if tasks[0].kind != "import":
+            raise PlanError(400, f"task_id: task {task_id} is an {tasks[0].kind}, not an import")
+        if tasks[0].status in GONE:
+            status = tasks[0].status
+            raise PlanError(409, f"task {task_id} is {status}: its rows are removed", status)
+    else:
+        tasks = conn.execute(
+            select(T)
+            .where(T.c.kind == "import", T.c.status.not_in(GONE), T.c.rows_imported > 0)
+            .order_by(T.c.id)
+        ).all()
+    sources, header = [], []
+    for t in tasks:
+        names = orjson.loads(t.header or "[]")
+        if column is not None and column not in names:
+            continue  # an import without the column has no row to keep
+        sources.append(
+            {"id": t.id, "bound": t.last_row, "date": names.index(column) if column else None}
+        )
+        header += [n for n in names if n not in header]
+    if column is not None and not sources:
+        if task_id is None:
+            raise PlanError(400, f"column: no import with rows has a column named {column!r}")
+        names = ", ".join(orjson.loads(tasks[0].header or "[]"))
+        raise PlanError(400, f"column: task {task_id} has no column {column!r} (it has {names})")
+    lo, hi = key_range(conn, sources)
+    options = {"task_id": task_id, "column": column, "from": start, "to": end}
+    options["snapshot"] = {"lo": lo, "hi": hi, "sources": sources}
+    total = None if column else sum(t.rows_imported for t in tasks)
+    return Plan(header=header, options=options, rows_total=total)
+
+
+def key_range(conn, sources: list[dict]) -> tuple[int, int]:
+    """Keys (lo, hi] of csv_entries holding every row of the sources up to their bounds.
+
+    Read after the bounds: a row committed by then has a key at most max(id). With
+    one source the range is that import's own: ids grow with row numbers within
+    a task (its batches are written one after another).
+    """
+    if len(sources) != 1:
+        # Two statements: SQLite reads min() or max() off the key only when alone.
+        last = conn.execute(select(func.max(C.c.id))).scalar()
+        first = conn.execute(select(func.min(C.c.id))).scalar()
+        return (0, 0) if last is None or first is None else (first - 1, last)
+    src = sources[0]
+    if src["bound"] == 0:
+        return 0, 0
+    first = conn.execute(
+        select(C.c.id).where(C.c.task_id == src["id"]).order_by(C.c.row_number).limit(1)
+    ).scalar()
+    last = conn.execute(
+        select(C.c.id)
+        .where(C.c.task_id == src["id"], C.c.row_number <= src["bound"])
+        .order_by(C.c.row_number.desc())
+        .limit(1)
+    ).scalar()
+    if first is None or last is None:
+        return 0, 0
+    return first - 1, last

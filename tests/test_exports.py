@@ -1,0 +1,346 @@
+"""Exports with real workers: exact files across pauses, crashes and terminates.
+
+Every check compares the downloaded file with rows computed here, independently,
+from the source CSV (csv module + datetime), never with the service's own code.
+"""
+
+import csv
+import io
+import os
+from datetime import date, datetime
+from itertools import zip_longest
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import task, upload, wait_for, wait_rows, wait_status, write_rows  # noqa: F401
+
+N = 300_000
+SLOW = 100_000  # rows/s: exports long enough to act on, short enough for CI
+
+
+@pytest.fixture
+def big_csv(tmp_path_factory):
+    path = tmp_path_factory.getbasetemp() / "export300k.csv"
+    if not path.exists():
+        write_rows(path, N, seed=3)
+    return path
+
+
+def as_date(value: str) -> date | None:
+    for fmt in ("%Y-%m-%d", "%m/%d/%Y"):
+        try:
+            return datetime.strptime(value.strip(), fmt).date()
+        except ValueError:
+            pass
+    return None
+
+
+def source_rows(path: Path, column=None, start=None, end=None, limit=None):
+    """(header, rows) of a CSV, rows kept when `column` is a date within [start, end]."""
+    f = open(path, newline="", encoding="utf-8")  # noqa: SIM115  (closed by the generator)
+    reader = csv.reader(f)
+    header = next(reader)
+    lo, hi = as_date(start) if start else date.min, as_date(end) if end else date.max
+
+    def rows():
+        with f:
+            for n, row in enumerate(reader):
+                if limit is not None and n >= limit:
+                    return
+                if column is not None:
+                    day = as_date(row[header.index(column)])
+                    if day is None or not lo <= day <= hi:
+                        continue
+                yield row
+
+    return header, rows()
+
+
+def downloaded(client, tid):
+    """(header, rows) of an export's file, fetched through GET /tasks/<id>/download."""
+    response = client.get(f"/tasks/{tid}/download")
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    assert response.mimetype == "text/csv"
+    assert f"export-{tid}.csv" in response.headers["Content-Disposition"]
+    content = response.get_data(as_text=True)
+    response.close()  # closes the file send_file opened
+    reader = csv.reader(io.StringIO(content, newline=""))
+    return next(reader, None), reader
+
+
+def assert_same_rows(got, expected) -> int:
+    """Both row streams are equal, in order, each row once; return their length."""
+    count = 0
+    for count, (a, b) in enumerate(zip_longest(got, expected), start=1):
+        assert a == b, f"row {count}: downloaded {a!r}, expected {b!r}"
+    return count
+
+
+def export(client, **body):
+    response = client.post("/exports", json=body)
+    assert response.status_code == 202, response.get_json()
+    tid = response.get_json()["id"]
+    assert response.headers["Location"] == f"/tasks/{tid}"
+    assert response.get_json()["kind"] == "export"
+    return tid
+
+
+def export_files(app, tid) -> list[str]:
+    folder = Path(app.config["DATA_DIR"]) / "exports"
+    return sorted(p.name for p in folder.glob(f"{tid}.csv*"))
+
+
+def imported(client, path: Path, **form) -> int:
+    tid = upload(client, path, **form).get_json()["id"]
+    wait_status(client, tid, "COMPLETED")
+    return tid
+
+
+def test_date_filters_in_both_formats_and_the_union_of_headers(app, client, start_worker, tmp_path):
+    start_worker()
+    a = tmp_path / "a.csv"
+    a.write_text(
+        "id,date,name\n1,2017-08-01,x\n2,08/15/2017,y\n3,not a date,z\n4,2017-12-31,w\n"
+        '5,01/01/2018,v\n6,02/30/2017,bad day\n7,,empty\n8,07/31/2017,"q, r"\n'
+    )
+    b = tmp_path / "b.csv"
+    b.write_text('name,date,extra\nm,2017-09-09,"line\nbreak"\nn,2016-01-01,o\n')
+    c = tmp_path / "c.csv"
+    c.write_text("id,other\n9,2017-10-10\n")
+    ta, tb, tc = (imported(client, p) for p in (a, b, c))
+
+    window = {"column": "date", "from": "2017-08-01", "to": "12/31/2017"}
+    both = export(client, **window)
+    one = export(client, task_id=ta, column="date", **{"from": "08/02/2017", "to": "2017-12-30"})
+    open_end = export(client, task_id=ta, column="date", **{"from": "2017-12-31"})
+    none = export(client, task_id=ta, column="date", **{"from": "2030-01-01"})
+    everything = export(client)
+    for tid in (both, one, open_end, none, everything):
+        wait_status(client, tid, "COMPLETED")
+
+    header, rows = downloaded(client, both)  # c has no "date": left out, header too
+    assert header == ["id", "date", "name", "extra"]
+    assert list(rows) == [
+        ["1", "2017-08-01", "x", ""],
+        ["2", "08/15/2017", "y", ""],
+        ["4", "2017-12-31", "w", ""],
+        ["", "2017-09-09", "m", "line\nbreak"],
+    ]
+    assert task(client, both)["rows_total"] == 4 and task(client, both)["progress"] == 1
+    assert list(downloaded(client, one)[1]) == [["2", "08/15/2017", "y"]]
+    assert list(downloaded(client, open_end)[1]) == [
+        ["4", "2017-12-31", "w"],
+        ["5", "01/01/2018", "v"],
+    ]
+    header, rows = downloaded(client, none)
+    assert header == ["id", "date", "name"] and list(rows) == []
+    assert task(client, none)["rows_total"] == 0
+
+    header, rows = downloaded(client, everything)
+    assert header == ["id", "date", "name", "extra", "other"]
+    expected = []
+    for path in (a, b, c):
+        names, src = source_rows(path)
+        expected += [[dict(zip(names, r, strict=True)).get(h, "") for h in header] for r in src]
+    assert_same_rows(rows, expected)
+    assert tc  # imported, with no date column
+
+    # The run died between COMPLETED and the rename: the download finishes the job.
+    folder = Path(app.config["DATA_DIR"]) / "exports"
+    os.replace(folder / f"{one}.csv", folder / f"{one}.csv.part")
+    assert list(downloaded(client, one)[1]) == [["2", "08/15/2017", "y"]]
+    assert export_files(app, one) == [f"{one}.csv"]
+
+
+def part_size(app, tid) -> int:
+    return (Path(app.config["DATA_DIR"]) / "exports" / f"{tid}.csv.part").stat().st_size
+
+
+def test_paused_and_resumed_export_writes_each_row_once(app, client, start_worker, big_csv):
+    start_worker(IMPORT_MAX_ROWS_PER_S=SLOW)
+    src = imported(client, big_csv)
+    window = {"column": "date", "from": "03/01/2016", "to": "2019-06-30"}
+    tid = export(client, task_id=src, **window)
+    mark = 0
+    for _ in range(3):
+        mark = wait_rows(client, tid, mark + 25_000)["last_row"]
+        assert client.post(f"/pause/{tid}").status_code == 202
+        paused = wait_status(client, tid, "PAUSED")
+        assert part_size(app, tid) == paused["bytes_done"]  # nothing past the checkpoint
+        assert paused["rows_imported"] == paused["last_row"] < paused["rows_total"]
+        assert 0 < paused["progress"] < 1
+        assert client.post(f"/resume/{tid}").status_code == 202
+    done = wait_status(client, tid, "COMPLETED")
+    header, rows = downloaded(client, tid)
+    expected_header, expected = source_rows(big_csv, "date", window["from"], window["to"])
+    assert header == expected_header
+    n = assert_same_rows(rows, expected)
+    assert 100_000 < n < N
+    assert done["rows_imported"] == done["last_row"] == done["rows_total"] == n
+    assert done["progress"] == 1 and done["filename"] == f"export-{tid}.csv"
+    assert export_files(app, tid) == [f"{tid}.csv"]
+
+
+def test_export_whose_worker_is_killed_is_taken_over(app, client, start_worker, big_csv):
+    doomed = start_worker(IMPORT_MAX_ROWS_PER_S=SLOW)
+    imported(client, big_csv)
+    tid = export(client)  # everything: here, the one import
+    wait_rows(client, tid, 60_000)
+    doomed.kill_group()  # SIGKILL: no checkpoint, no goodbye, maybe bytes past it
+    assert task(client, tid)["status"] == "PROCESSING"
+    start_worker(IMPORT_MAX_ROWS_PER_S=SLOW, HEARTBEAT_TIMEOUT_S=3)
+    done = wait_status(client, tid, "COMPLETED")
+    header, rows = downloaded(client, tid)
+    expected_header, expected = source_rows(big_csv)
+    assert header == expected_header
+    assert assert_same_rows(rows, expected) == N == done["rows_total"] == done["rows_imported"]
+
+
+def test_export_of_an_import_still_running_takes_the_rows_committed_at_its_start(
+    client, start_worker, tmp_path
+):
+    start_worker(IMPORT_MAX_ROWS_PER_S=20_000)
+    path = write_rows(tmp_path / "running.csv", 100_000, seed=5)
+    src = upload(client, path).get_json()["id"]
+    before = wait_rows(client, src, 10_000)["last_row"]
+    tid = export(client, task_id=src)
+    after = task(client, src)["last_row"]
+    done = wait_status(client, tid, "COMPLETED")
+    n = done["rows_imported"]
+    assert before <= n <= after and done["rows_total"] == n
+    header, rows = downloaded(client, tid)
+    assert assert_same_rows(rows, source_rows(path, limit=n)[1]) == n
+    assert task(client, tid)["rows_imported"] == n  # the import went on; the export did not
+
+
+def test_terminate_removes_the_file_and_a_terminated_source_fails_an_export(
+    app, client, start_worker, tmp_path
+):
+    start_worker(IMPORT_MAX_ROWS_PER_S=20_000)
+    src = imported(client, write_rows(tmp_path / "t.csv", 40_000, seed=2))
+
+    running = export(client, task_id=src)
+    wait_rows(client, running, 4_000)
+    assert client.post(f"/terminate/{running}").status_code == 202
+    wait_status(client, running, "REVOKED")
+    small = export(client, task_id=src, column="date", **{"from": "2016-01-01", "to": "01/31/2016"})
+    wait_status(client, small, "COMPLETED")
+    assert export_files(app, small) == [f"{small}.csv"]
+    assert client.post(f"/terminate/{small}").status_code == 202
+    wait_status(client, small, "REVOKED")
+    for tid in (running, small):
+        assert export_files(app, tid) == []
+        error = client.get(f"/tasks/{tid}/download").get_json()["error"]
+        assert error["code"] == 404 and error["status"] == "REVOKED"
+
+    # A source terminated under a (paused) export: the export fails, never lies.
+    doomed = export(client, task_id=src)
+    wait_rows(client, doomed, 2_000)
+    client.post(f"/pause/{doomed}")
+    paused = wait_status(client, doomed, "PAUSED")
+    assert part_size(app, doomed) == paused["bytes_done"]
+    client.post(f"/terminate/{src}")
+    wait_status(client, src, "REVOKED")
+    refused = client.post("/exports", json={"task_id": src})
+    assert refused.status_code == 409 and refused.get_json()["error"]["status"] == "REVOKED"
+    client.post(f"/resume/{doomed}")
+    failed = wait_status(client, doomed, "FAILED")
+    assert f"source import {src} was terminated" in failed["error"]
+    assert client.get(f"/tasks/{doomed}/download").status_code == 409
+    client.post(f"/terminate/{doomed}")
+    wait_status(client, doomed, "REVOKED")
+    assert export_files(app, doomed) == []
+
+
+def error_of(response, code) -> dict:
+    assert response.status_code == code, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"error"} and body["error"]["code"] == code
+    return body["error"]
+
+
+def task_count(engine) -> int:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM tasks")).scalar()
+
+
+def test_bad_requests_are_400_and_create_nothing(client, engine, tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("id,date\n1,2017-08-01\n")
+    imp = upload(client, path).get_json()["id"]  # no worker: it stays QUEUED, no rows
+    exp = export(client)
+    cases = [
+        ({"nope": 1}, "nope"),
+        ({"task_id": 999_999}, "no task 999999"),
+        ({"task_id": exp}, "not an import"),
+        ({"task_id": "abc"}, "task_id"),
+        ({"task_id": -1}, "task_id"),
+        ({"task_id": 2**40}, "task_id"),
+        ({"column": "date", "from": "2017-13-01"}, "from"),
+        ({"column": "date", "from": "2017-02-30"}, "from"),
+        ({"column": "date", "from": "08/01/17"}, "from"),
+        ({"column": "date", "to": "2017/08/01"}, "to"),
+        ({"column": "date", "to": "yesterday"}, "to"),
+        ({"column": "date", "from": 20170801}, "from"),
+        ({"column": "date", "from": "2017-12-31", "to": "08/01/2017"}, "after"),
+        ({"from": "2017-08-01"}, "column"),
+        ({"task_id": imp, "to": "2017-08-01"}, "column"),
+        ({"column": ""}, "column"),
+        ({"column": 7}, "column"),
+        ({"task_id": imp, "column": "when"}, "no column 'when' (it has id, date)"),
+        ({"column": "when"}, "no import with rows has a column named 'when'"),
+        ([], "input"),
+        ("2017", "input"),
+    ]
+    before = task_count(engine)
+    for body, needle in cases:
+        error = error_of(client.post("/exports", json=body), 400)
+        assert needle in error["message"], (body, error)
+    error_of(client.post("/exports", data="{", content_type="application/json"), 400)
+    form = client.post("/exports", data={"task_id": str(imp)})  # curl -d without a JSON type
+    assert "JSON" in error_of(form, 400)["message"]
+    assert task_count(engine) == before
+
+    # Every key is optional: no body at all, or {}, exports everything.
+    for response in (client.post("/exports"), client.post("/exports", json={})):
+        assert response.status_code == 202 and response.get_json()["kind"] == "export"
+        assert response.get_json()["options"] == {
+            "task_id": None,
+            "column": None,
+            "from": None,
+            "to": None,
+        }
+    ok = client.post("/exports", json={"task_id": imp, "column": "date", "from": "08/01/2017"})
+    assert ok.status_code == 202
+    assert ok.get_json()["options"]["from"] == "2017-08-01"  # stored in one format
+
+    assert error_of(client.get("/tasks/999999/download"), 404)
+    assert "import" in error_of(client.get(f"/tasks/{imp}/download"), 404)["message"]
+    assert error_of(client.get(f"/tasks/{exp}/download"), 409)["status"] == "QUEUED"
+
+
+def test_part_file_is_cut_back_and_a_stale_holder_cannot_touch_it(tmp_path):
+    from app.export_file import PartFile
+
+    path = str(tmp_path / "1.csv.part")
+    first = PartFile(path, 0)
+    first.write(b"a,b\r\n1,2\r\n")
+    assert first.sync() == 10
+    first.write(b"lost past the checkpoint")
+    first.f.flush()
+    first.close()
+    second = PartFile(path, 10)  # a new run: cut back to the checkpoint
+    assert Path(path).read_bytes() == b"a,b\r\n1,2\r\n"
+    # second stalls holding the lock; the task is handed to a third run.
+    third = PartFile(path, 5)
+    third.write(b"3,4\r\n")
+    third.sync()
+    second.write(b"stale bytes")
+    second.sync()
+    second.close()
+    third.close()
+    assert Path(path).read_bytes() == b"a,b\r\n3,4\r\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.csv.part"]
