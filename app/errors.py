@@ -1,11 +1,27 @@
 """One JSON error shape, mapped in one place: {"error": {"code", "message", "status"?}}."""
 
+import errno
 import logging
+import sqlite3
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
+
+
+# No room: a full disk, a file size limit (RLIMIT_FSIZE), a quota.
+NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def no_room(exc: BaseException) -> bool:
+    """True for an error that means the server ran out of storage (disk or database)."""
+    if isinstance(exc, OSError):
+        return exc.errno in NO_ROOM
+    orig = getattr(exc, "orig", None)  # a SQLAlchemy DBAPIError
+    if isinstance(orig, sqlite3.Error):
+        return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return getattr(orig, "sqlstate", None) == "53100"  # PostgreSQL disk_full
 
 
 class ApiError(Exception):
@@ -66,5 +82,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
+        if no_room(exc):
+            log.error("out of storage: %s", exc)
+            return error_response(507, "insufficient storage: the server has no room now")
         log.exception("unhandled error")
         return error_response(500, "internal error")

@@ -10,7 +10,7 @@ from .. import importer
 from ..errors import ApiError
 from ..schemas import TaskSchema, UploadSchema
 from ..tasks import enqueue
-from ..uploads import adopt
+from ..uploads import adopt, insufficient_storage
 from . import Blueprint, store, task_dict, task_links
 
 blp = Blueprint("uploads", __name__, description="Upload a CSV file to import")
@@ -32,6 +32,7 @@ blp = Blueprint("uploads", __name__, description="Upload a CSV file to import")
 )
 @blp.alt_response(400, schema="Error", description="bad upload; no task is created")
 @blp.alt_response(413, schema="Error", description="upload over MAX_UPLOAD_MB")
+@blp.alt_response(507, schema="Error", description="no room to store the upload; nothing is kept")
 @blp.doc(
     requestBody={
         "content": {"multipart/form-data": {"encoding": {"file": {"contentType": "text/csv"}}}}
@@ -62,19 +63,26 @@ def upload(form):
     except ApiError:
         os.unlink(path)
         raise
-    task_id = store().create_task(
-        kind="import",
-        filename=os.path.basename(file.filename)[:255],
-        upload_path=path,
-        options=orjson.dumps(
-            {k: form[k] for k in ("has_header", "delimiter", "encoding")}
-        ).decode(),
-        header=orjson.dumps(layout.header).decode(),
-        bytes_total=size,
-        bytes_done=layout.data_offset,
-        line_number=layout.data_line,
-        max_errors=form["max_errors"],
-    )
+    try:
+        task_id = store().create_task(
+            kind="import",
+            filename=os.path.basename(file.filename)[:255],
+            upload_path=path,
+            options=orjson.dumps(
+                {k: form[k] for k in ("has_header", "delimiter", "encoding")}
+            ).decode(),
+            header=orjson.dumps(layout.header).decode(),
+            bytes_total=size,
+            bytes_done=layout.data_offset,
+            line_number=layout.data_line,
+            max_errors=form["max_errors"],
+        )
+    except Exception as exc:
+        os.unlink(path)  # no task, no file: nothing half-made
+        error = insufficient_storage(exc)
+        if error is None:
+            raise
+        raise error from None
     enqueue(task_id)
     task = store().get(task_id)
     return task_dict(task), 202, {"Location": f"/tasks/{task_id}"}
