@@ -3,24 +3,58 @@
 The worker's main process runs one control thread that claims TERMINATING
 tasks nobody holds (so rollbacks never wait behind imports for a pool slot)
 and, every few seconds, sweeps: tasks whose holder went silent are handed
-back, queued tasks nobody took are rung again. SIGTERM (to the worker or to
+back, queued tasks nobody took are rung again, and upload files nothing will
+use (a web process killed mid-upload) are removed. SIGTERM (to the worker or to
 a pool child) makes every run stop at its next checkpoint and hand its task back.
 """
 
 import logging
+import os
 import signal
 import threading
 import time
 
 from celery import signals
+from sqlalchemy import or_, select
 
-from . import runner
-from .models import db
+from . import runner, uploads
+from . import states as S
+from .models import Task, db
 from .tasks import enqueue
 
 log = logging.getLogger(__name__)
 
 ROLLBACK_POLL_S = 0.2
+# An upload file untouched this long may be an orphan (see uploads.remove_orphans).
+UPLOAD_PART_MAX_AGE_S = 60.0
+
+
+def uploads_needed(engine, names: list[str]) -> set[str]:
+    """Those of the upload file names that a task still needs (it may run again,
+    or its rows stay until it is terminated); matched by name, not by folder."""
+    T = Task.__table__
+    done = (S.COMPLETED, S.REVOKED)
+    needed = set()
+    with engine.connect() as conn:
+        for i in range(0, len(names), 200):
+            batch = names[i : i + 200]
+            rows = conn.execute(
+                select(T.c.upload_path).where(
+                    T.c.status.not_in(done),
+                    or_(*[T.c.upload_path.endswith("/" + name) for name in batch]),
+                )
+            ).scalars()
+            needed.update(os.path.basename(p) for p in rows)
+    return needed
+
+
+def remove_orphan_uploads(app, store) -> None:
+    max_age = float(os.environ.get("UPLOAD_PART_MAX_AGE_S") or UPLOAD_PART_MAX_AGE_S)
+    folder = os.path.join(app.config["DATA_DIR"], uploads.UPLOADS)
+    for path in uploads.remove_orphans(
+        folder, max_age, lambda names: uploads_needed(store.engine, names)
+    ):
+        log.info("removed orphan upload %s", path)
 
 
 def control_loop(app, stop: threading.Event) -> None:
@@ -41,6 +75,7 @@ def control_loop(app, stop: threading.Event) -> None:
                     for task_id in store.sweep(timeout):
                         log.info("sweeper: ringing task %s again", task_id)
                         enqueue(task_id)
+                    remove_orphan_uploads(app, store)
             except Exception:
                 log.exception("control loop error; retrying")
                 stop.wait(1.0)
