@@ -127,16 +127,15 @@ def next_link(items: list, args: dict, key, **path_args) -> str | None:
     return url_for(request.endpoint, cursor=encode_cursor(key(items[-1])), **query)
 
 
-def task_links(id_field: str) -> dict:
+IMPORT_LINKS = ("get_task", "list_errors", "list_entries", "pause", "resume", "terminate")
+
+
+def task_links(id_field: str, operation_ids=IMPORT_LINKS) -> dict:
     """OpenAPI links from a response carrying a task to what can be done with that task."""
     task_id = {"task_id": f"$response.body#/{id_field}"}
     return {
-        "GetTask": {"operationId": "get_task", "parameters": task_id},
-        "ListErrors": {"operationId": "list_errors", "parameters": task_id},
-        "ListEntries": {"operationId": "list_entries", "parameters": task_id},
-        "Pause": {"operationId": "pause", "parameters": task_id},
-        "Resume": {"operationId": "resume", "parameters": task_id},
-        "Terminate": {"operationId": "terminate", "parameters": task_id},
+        op.title().replace("_", ""): {"operationId": op, "parameters": task_id}
+        for op in operation_ids
     }
 
 
@@ -194,13 +193,13 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
 
 
 def init_app(app: Flask) -> None:
-    from . import entries, exports, health, tasks, uploads
+    from . import entries, exports, health, links, tasks, uploads
 
     app.url_map.converters["int"] = TaskIdConverter  # before any route is added
     app.config.setdefault("API_SPEC_OPTIONS", {"security": [{"bearerAuth": []}]})
     api = Api(app, spec_kwargs={"extra_plugins": [ContractPlugin(app)]})
     api.register_converter(TaskIdConverter, integerconverter2paramschema)
-    for module in (uploads, tasks, entries, exports, health):
+    for module in (uploads, tasks, entries, exports, links, health):
         api.register_blueprint(module.blp)
     document_page_and_spec(api)
     app.extensions["api"] = api

@@ -12,9 +12,10 @@ from ..export_plan import PlanError, parse_date
 from ..models import db
 from ..schemas import MAX_ID, TaskSchema
 from ..tasks import enqueue
-from . import Blueprint, store, task_dict
+from . import Blueprint, store, task_dict, task_links
 
 blp = Blueprint("exports", __name__, description="Export imported rows to a CSV file")
+EXPORT_LINKS = ("get_task", "pause", "resume", "terminate", "download", "download_link")
 
 _DATE = "a date, YYYY-MM-DD or MM/DD/YYYY"
 
@@ -79,9 +80,14 @@ def _json_only():
 
 @blp.route("/exports", methods=["POST"])
 @blp.arguments(ExportRequestSchema, required=False)
-@blp.response(202, TaskSchema, headers={"Location": {"schema": {"type": "string"}}})
+@blp.response(
+    202,
+    TaskSchema,
+    headers={"Location": {"required": True, "schema": {"type": "string"}}},
+)
 @blp.alt_response(400, schema="Error", description="bad request; no task is created")
 @blp.alt_response(409, schema="Error", description="the import's rows were removed")
+@blp.doc(responses={202: {"links": task_links("id", EXPORT_LINKS)}})
 def create_export(args):
     """Export the matching imported rows to a CSV file, in the background."""
     db.session.rollback()  # the store reads and writes in its own transactions

@@ -1,0 +1,55 @@
+"""bench/load.py, bounded, against the real service on each stack: no 5xx, every task exact.
+
+LOAD_SECONDS sets the length of the load phase (20 s here; the figures in docs/load.md
+come from the full 60 s run of `python bench/load.py`).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT, RUNNING_SERVERS, Proc, stack_env, wait_for
+
+TOKEN = "load-token"
+SECONDS = os.environ.get("LOAD_SECONDS", "20")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_load_keeps_every_task_exact(kind, live_server_factory, tmp_path):
+    with stack_env(kind, tmp_path / "data") as env:
+        worker = None
+        if env["REDIS_URL"]:
+            worker = Proc.start(
+                ["worker.py"], {**env, "WORKER_CONCURRENCY": "2"}, tmp_path / "w.log"
+            )
+            wait_for(lambda: worker.log_contains(" ready."), 60, "worker ready")
+        try:
+            base_url = live_server_factory(**env, API_TOKEN=TOKEN, SWEEP_INTERVAL_S="1")
+            database_url = env["DATABASE_URL"] or f"sqlite:///{tmp_path / 'data' / 'app.db'}"
+            figures = tmp_path / "load.json"
+            result = subprocess.run(
+                [
+                    *(sys.executable, str(ROOT / "bench" / "load.py"), "--url", base_url),
+                    *("--token", TOKEN, "--database-url", database_url),
+                    *("--duration", SECONDS, "--json", str(figures)),
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+        finally:
+            if worker is not None:
+                worker.kill_group()
+    output = (result.stdout + result.stderr)[-20000:]
+    assert result.returncode == 0, output
+    load = json.loads(figures.read_text())
+    assert load["server_errors"] == 0 and load["failures"] == [] and load["problems"] == []
+    assert load["tasks"] >= 10 and load["requests"] > 1000, output
+    assert set(load["final"]) <= {"COMPLETED", "REVOKED"}
+    assert "unhandled error" not in RUNNING_SERVERS[base_url].log.read_text(errors="replace")
+    print(output.splitlines()[-1])
