@@ -27,7 +27,7 @@ from .export_file import PartFile, discard_files, final_path, finalize, part_pat
 from .export_reader import CHUNK, Reader, Source
 from .models import Task
 from .runner import Job, register
-from .store import COMPLETED, Step, Store
+from .store import COMPLETED, LOST, Step, Store
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,13 @@ class ExportJob(Job):
         task = self.task
         self._prepare()
         self.file = PartFile(part_path(self.config["DATA_DIR"], task.id), task.bytes_done)
-        cursor, written = max(task.cursor or 0, self.lo), task.last_row
+        cursor, written, total = max(task.cursor or 0, self.lo), task.last_row, task.rows_total
         if task.bytes_done == 0:
             if self.filtered:
-                yield from self._count(cursor, task.rows_total or 0)
+                total = yield from self._count(cursor, total or 0)
             cursor, written = self.lo, 0
             self.file.write(_csv_text([self.header]) if self.header else b"")
-        yield from self._write(cursor, written)
+        yield from self._write(cursor, written, total if self.filtered else None)
 
     # -- counting ------------------------------------------------------------------
 
@@ -93,6 +93,7 @@ class ExportJob(Job):
                 page, cursor = self.reader.page(cursor, COUNT_PAGE, count_only=True)
                 total += self._matches(page)
             yield Step(checkpoint={"cursor": cursor, "rows_total": total})
+        return total
 
     def _matches(self, page: list[tuple]) -> int:
         sources, match, loads = self.sources, self.match, orjson.loads
@@ -124,8 +125,13 @@ class ExportJob(Job):
             out.append(vals if src.arrange is None else src.arrange(vals))
         return out
 
-    def _write(self, cursor: int, written: int):
-        """Write the rows in steps: the file synced first, then its checkpoint committed."""
+    def _write(self, cursor: int, written: int, counted: int | None):
+        """Write the rows in steps: the file synced first, then its checkpoint committed.
+
+        Done at the last key, or once the rows the count pass `counted` (with the same
+        test, on rows that never change) are written: the tail of a date-ordered
+        import past the window is not read for nothing.
+        """
         batch_rows = self.config["IMPORT_BATCH_SIZE"]
         rate = self.config.get("IMPORT_MAX_ROWS_PER_S")
         if rate:  # keep checkpoints frequent when throttled: about 20 a second
@@ -140,7 +146,7 @@ class ExportJob(Job):
                 kept = self._kept(page)
                 out.writerows(kept)
                 rows += len(kept)
-                done = cursor >= self.hi
+                done = cursor >= self.hi or (counted is not None and written + rows >= counted)
                 if done or rows >= batch_rows or time.monotonic() - started >= seconds:
                     break
             # After the reads: a rollback deletes only once its task is TERMINATING,
@@ -160,8 +166,15 @@ class ExportJob(Job):
     def finished(self, outcome: str) -> None:
         if self.file is not None:
             self.file.close()
+        data_dir, task_id = self.config["DATA_DIR"], self.task.id
         if outcome == COMPLETED:
-            finalize(self.config["DATA_DIR"], self.task.id)
+            finalize(data_dir, task_id)
+        elif outcome == LOST:
+            # Terminated while it ran: its rollback may have removed the files before
+            # this run created its .part; remove what this run left.
+            now = self.store.get(task_id)
+            if now is not None and now.status in export_plan.GONE:
+                discard_files(data_dir, task_id)
 
     @classmethod
     def discard(cls, task) -> None:
