@@ -1,7 +1,10 @@
 """gunicorn settings for run.py and the Docker image; every value from the environment."""
 
+import json
 import os
 import secrets
+
+from gunicorn import util
 
 # One secret for every web worker: a link signed by one must verify in the others.
 if not os.environ.get("SECRET_KEY"):
@@ -14,9 +17,6 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
 worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS") or 8)
 timeout = 60
-# A long query gets the API's JSON 400, not gunicorn's HTML 414 at 4 KB (0 means
-# gunicorn's ceiling, 1 MiB: small beside the uploads it already accepts).
-limit_request_line = 0
 graceful_timeout = 30
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
@@ -34,3 +34,17 @@ def on_starting(server):
 def post_worker_init(worker):
     """Debug mode is never on under gunicorn, whatever FLASK_DEBUG says."""
     worker.wsgi.debug = False
+
+
+def json_error(sock, status_int, reason, mesg):
+    """gunicorn's own refusals (a request line or headers too long, a malformed request)
+    in the API's one error shape instead of an HTML page."""
+    body = json.dumps({"error": {"code": status_int, "message": f"{reason}: {mesg}"}}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+util.write_error = json_error  # looked up at each call by gunicorn's workers

@@ -39,17 +39,21 @@ def load_spec(source: str | None) -> dict:
 def app_spec() -> dict:
     """/openapi.json of an app built here, on a throwaway SQLite file and no broker."""
     sys.path.insert(0, str(ROOT))
+    saved = dict(os.environ)
     with tempfile.TemporaryDirectory() as data_dir:
         os.environ.update(DATA_DIR=data_dir, DATABASE_URL="", REDIS_URL="", API_TOKEN="")
-        from app import create_app
+        try:
+            from app import create_app
+            from app.models import db
 
-        app = create_app()
-        with app.test_client() as client:
-            spec = client.get("/openapi.json").get_json()
-        from app.models import db
-
-        with app.app_context():
-            db.engine.dispose()
+            app = create_app()
+            with app.test_client() as client:
+                spec = client.get("/openapi.json").get_json()
+            with app.app_context():
+                db.engine.dispose()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
         return spec
 
 

@@ -232,3 +232,22 @@ def test_what_schemathesis_found_stays_fixed(client, method, path, data, status)
     assert response.status_code == status, response.get_data(as_text=True)
     if status >= 400:
         assert response.get_json()["error"]["code"] == status
+
+
+def test_the_http_server_refuses_in_the_same_json_shape(live_server_factory):
+    """gunicorn's own refusals (before the app) are the one error shape too."""
+    import socket
+
+    import requests
+
+    base_url = live_server_factory()
+    long_url = requests.get(f"{base_url}/tasks?cursor={'a' * 5000}", timeout=30)
+    assert long_url.status_code == 414
+    assert long_url.json()["error"]["code"] == 414
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"GET /tasks HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n")
+        answer = sock.recv(4096).decode()
+    head, _, body = answer.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 400") and "Content-Type: application/json" in head
+    assert json.loads(body)["error"]["code"] == 400
