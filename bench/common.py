@@ -257,6 +257,81 @@ class RssSampler:
         self.sample()
 
 
+def schedstat(pid: int) -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds runnable but waiting for a CPU) of a process, summed
+    over its threads (/proc/<pid>/task/*/schedstat), or None if it is gone."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    cpu = wait = 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                a, b, _ = f.read().split()
+        except (OSError, ValueError):
+            continue
+        cpu, wait = cpu + int(a), wait + int(b)
+    return cpu / 1e9, wait / 1e9
+
+
+class CpuSampler:
+    """CPU time of a changing set of processes while a block runs, read from
+    /proc/<pid>/task/*/schedstat every ``interval`` (so a child that exits, such as the
+    CSV reader, is counted up to its last sample). ``by_pid`` maps a pid to (role, first
+    seen monotonic, last seen, seconds on a CPU, seconds waiting for a CPU) since it was
+    first seen, or since the block began for processes already alive then."""
+
+    def __init__(self, pids, interval: float = 0.02):
+        import threading
+
+        self._pids, self.interval = pids, interval
+        self._first: dict[int, tuple[float, float, float]] = {}
+        self.by_pid: dict[int, tuple[str, float, float, float, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    def sample(self) -> None:
+        now = time.monotonic()
+        for pid in self._pids():
+            st = schedstat(pid)
+            if st is None:
+                continue
+            t0, cpu0, wait0 = self._first.setdefault(pid, (now, *st))
+            self.by_pid[pid] = (role(cmdline(pid)), t0, now, st[0] - cpu0, st[1] - wait0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Self:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    @property
+    def cpu(self) -> float:
+        return sum(v[3] for v in self.by_pid.values())
+
+    @property
+    def wait(self) -> float:
+        return sum(v[4] for v in self.by_pid.values())
+
+
+def children_cpu_seconds() -> float:
+    """user + system CPU seconds of this process's waited-for children so far."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def idle_rss_kb(pids, seconds: float = 1.0, interval: float = 0.05) -> int:
     """Median of the summed VmRSS of ``pids()`` over ``seconds`` of sampling."""
     sampler = RssSampler(pids, interval)
@@ -289,11 +364,16 @@ def generated_csv(rows: int, seed: int = 0, directory: Path | None = None) -> Pa
 # --------------------------------------------------------------------------- timing
 
 
-def timed_run(cmd: list[str], **kw) -> float:
-    """Run a command to completion, raising on failure; return its wall time in seconds."""
+def timed_run(cmd: list[str], cpu: list | None = None, **kw) -> float:
+    """Run a command to completion, raising on failure; return its wall time in seconds
+    (and append its CPU seconds to ``cpu`` when given)."""
+    c0 = children_cpu_seconds()
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kw)
-    return time.perf_counter() - t0
+    took = time.perf_counter() - t0
+    if cpu is not None:
+        cpu.append(children_cpu_seconds() - c0)
+    return took
 
 
 def parse_ts(value: str | None) -> dt.datetime | None:

@@ -77,26 +77,27 @@ def need(program: str, package: str) -> None:
         raise RuntimeError(f"{program} not found (apt-get install {package})")
 
 
-def sqlite_baseline(path: Path, rows: int, repeat: int) -> tuple[float, float]:
-    """(median seconds of ``.import``, seconds of a full-scan DELETE of the result)."""
+def sqlite_baseline(path: Path, rows: int, repeat: int) -> tuple[float, float, float]:
+    """(median seconds of ``.import``, seconds of a full-scan DELETE of the result,
+    median CPU seconds of ``.import``)."""
     need(SQLITE3, "sqlite3")
-    times, delete_s = [], None
+    times, cpu, delete_s = [], [], None
     with tempfile.TemporaryDirectory(prefix="csvbench-sqlite-") as d:
         for i in range(repeat):
             db = Path(d) / f"base{i}.db"
-            times.append(c.timed_run([SQLITE3, str(db), ".mode csv", f".import {path} t"]))
+            times.append(c.timed_run([SQLITE3, str(db), ".mode csv", f".import {path} t"], cpu=cpu))
             if i == 0:
                 n = int(
                     subprocess.check_output([SQLITE3, str(db), "SELECT count(*) FROM t"], text=True)
                 )
                 if n != rows:
                     raise RuntimeError(f"sqlite3 .import loaded {n} rows, expected {rows}")
-            c.log(f"sqlite3 .import run {i + 1}/{repeat}: {times[-1]:.2f} s")
+            c.log(f"sqlite3 .import run {i + 1}/{repeat}: {times[-1]:.2f} s, CPU {cpu[-1]:.2f} s")
         # A WHERE clause defeats SQLite's truncate optimization, like the service's
         # DELETE ... WHERE task_id = ? would.
         delete_s = c.timed_run([SQLITE3, str(db), "DELETE FROM t WHERE seq IS NOT NULL"])
         c.log(f"sqlite3 DELETE: {delete_s:.2f} s")
-    return c.median(times), delete_s
+    return c.median(times), delete_s, c.median(cpu)
 
 
 def postgres_baseline(url: str, path: Path, rows: int, repeat: int) -> tuple[float, float]:
@@ -311,7 +312,17 @@ def service_runs(path: Path, rows: int, repeat: int, args, database_url: str | N
     """Import ``path`` ``repeat`` times through the real service; medians of each measure."""
     env = dict(c.BATCH_LOG_ENV)
     env.update(c.service_env(args))
-    keys = ("server", "processing", "client", "upload", "rollback", "rollback_client", "raw_delete")
+    keys = (
+        "server",
+        "processing",
+        "client",
+        "upload",
+        "rollback",
+        "rollback_client",
+        "raw_delete",
+        "cpu",
+        "cpu_wait",
+    )
     m = {k: [] for k in keys}
     notes: list[str] = []
     batch = (None, None, 0)
@@ -324,10 +335,13 @@ def service_runs(path: Path, rows: int, repeat: int, args, database_url: str | N
     ) as svc:
         for i in range(repeat):
             t0 = c.time.perf_counter()
-            task, upload_s = svc.upload(path)
-            tid = task["id"]
-            done = svc.wait_status(tid, "COMPLETED", timeout=args.timeout)
+            with c.CpuSampler(svc.worker_pids) as cpu:
+                task, upload_s = svc.upload(path)
+                tid = task["id"]
+                done = svc.wait_status(tid, "COMPLETED", timeout=args.timeout)
             client_s = c.time.perf_counter() - t0
+            m["cpu"].append(cpu.cpu)
+            m["cpu_wait"].append(cpu.wait)
             if done.get("rows_imported") != rows or done.get("error_count"):
                 notes.append(
                     f"run {i + 1}: rows_imported={done.get('rows_imported')} "
@@ -341,7 +355,8 @@ def service_runs(path: Path, rows: int, repeat: int, args, database_url: str | N
             m["upload"].append(upload_s)
             c.log(
                 f"service run {i + 1}/{repeat}: server {_secs(server_s)}, "
-                f"processing {_secs(proc_s)}, client {client_s:.2f} s, upload {upload_s:.2f} s"
+                f"processing {_secs(proc_s)}, client {client_s:.2f} s, upload {upload_s:.2f} s; "
+                f"worker CPU {cpu.cpu:.2f} s, waiting for a CPU {cpu.wait:.2f} s"
             )
             if not any("." in str(done.get(k) or "") for k in ("created_at", "finished_at")):
                 notes.append("task timestamps have 1 s resolution")
@@ -371,6 +386,7 @@ def rows_for(
     base_delete_s: float | None,
     svc: dict,
     baseline_name: str,
+    base_cpu: float | None = None,
 ) -> list[Row]:
     def rps(seconds):
         return None if not seconds else rows / seconds
@@ -418,6 +434,27 @@ def rows_for(
             "rows/s",
         ),
     ]
+    if svc["cpu"] is not None:
+        per_m = 1e6 / rows
+        cpu_base = base_cpu * per_m if base_cpu else None
+        out.append(
+            Row(
+                f"{label}: service worker CPU seconds per 1M rows",
+                svc["cpu"] * per_m,
+                cpu_base,
+                c.ratio(svc["cpu"] * per_m, cpu_base),
+                "",
+                "s",
+                f"every worker process (pool child, CSV reader, main), upload to COMPLETED, "
+                f"from /proc schedstat; runnable but waiting for a CPU: "
+                f"{svc['cpu_wait'] * per_m:.2f} s (other load); lower is better"
+                + (
+                    f"; baseline: {baseline_name} CPU"
+                    if cpu_base
+                    else "; database server not counted"
+                ),
+            )
+        )
     if svc["rollback"] is not None:
         cli = ""
         if base_delete_s:
@@ -481,7 +518,7 @@ def run(args) -> list[Row]:
     path = c.generated_csv(rows, args.seed)
     results: list[Row] = []
 
-    base_s, base_del = sqlite_baseline(path, rows, args.baseline_repeat)
+    base_s, base_del, base_cpu = sqlite_baseline(path, rows, args.baseline_repeat)
     if args.no_service:
         svc = {
             "server": None,
@@ -491,12 +528,14 @@ def run(args) -> list[Row]:
             "rollback": None,
             "rollback_client": None,
             "raw_delete": None,
+            "cpu": None,
+            "cpu_wait": None,
             "batch": (None, None, 0),
             "notes": ["service not run"],
         }
     else:
         svc = service_runs(path, rows, args.repeat, args, database_url=None)
-    results += rows_for("sqlite", rows, base_s, base_del, svc, "sqlite3 .import")
+    results += rows_for("sqlite", rows, base_s, base_del, svc, "sqlite3 .import", base_cpu)
     if args.references:
         ref_s = sqlite_reference(path, rows)
         what = "python csv+orjson+executemany"

@@ -6,8 +6,10 @@
 Starts the service (embedded worker), attaches ``py-spy record --subprocesses`` to the
 worker's main process (so its prefork pool children and each import's CSV reader
 child, ``python app/importer.py``, are sampled too) and imports the generated file
-twice: once recording collapsed stacks (``--raw``, summarised below), once a flame
-graph (``--svg``). Idle threads are left out (no ``--idle``), so a process's samples
+three times: once without py-spy, reading each process's scheduler statistics from /proc
+(time on a CPU, waiting for a CPU, asleep: what py-spy's "busy" cannot tell apart on a
+loaded machine), once recording collapsed stacks (``--raw``, summarised below), once
+a flame graph (``--svg``). Idle threads are left out (no ``--idle``), so a process's samples
 over the import's duration x the rate is the share of a core it kept busy.
 
 The summary prints, per process, its busy share, and where its samples go: for the
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import os
 import re
 import shutil
 import signal
@@ -39,9 +42,10 @@ RATE = 100  # samples per second
 # Where a pool child's sample goes: the first (label, frame) whose frame is in its stack.
 POOL = [
     ("INSERT of the batch's rows (executemany / COPY)", ("do_executemany", "_copy_rows")),
-    ("COMMIT (WAL append, fsync policy)", ("do_commit",)),
-    ("checkpoint UPDATE ... RETURNING, status", ("Store.commit",)),
-    ("waiting for the reader / unpickling its batch", ("read_batches_in_child",)),
+    ("COMMIT", ("do_commit",)),
+    ("BEGIN (IMMEDIATE on SQLite) and pool checkout", ("Engine.begin",)),
+    ("checkpoint UPDATE ... RETURNING: SQLAlchemy Core build + execute", ("Store.commit",)),
+    ("pickle.load of the reader's batch (busy part: unpickling)", ("read_batches_in_child",)),
     ("batch log line", ("logging/",)),
 ]
 
@@ -126,6 +130,67 @@ def import_once(svc: c.Service, path: Path, root: int, out: Path, fmt: str, time
     return done
 
 
+class Backends:
+    """Pids of the PostgreSQL server processes serving one database (re-read every
+    0.5 s), so the database server's CPU is counted too; empty on SQLite."""
+
+    def __init__(self, url: str | None):
+        self.url, self.pids, self.at = url, [], 0.0
+
+    def __call__(self) -> list[int]:
+        if self.url and time.monotonic() - self.at > 0.5:
+            import psycopg
+
+            self.at = time.monotonic()
+            with psycopg.connect(c.libpq_url(self.url), autocommit=True) as conn:
+                self.pids = [
+                    pid
+                    for (pid,) in conn.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid()"
+                    )
+                ]
+        return self.pids
+
+
+def cpu_pass(svc: c.Service, path: Path, timeout: float, url: str | None = None) -> str:
+    """Import once without py-spy, reading each worker process's scheduler statistics
+    (summed over its threads, every 20 ms, so the reader child's last values before it
+    exits are kept): time on a CPU, time runnable but waiting for a CPU (other work on
+    the machine), and the rest of its life asleep (waiting on the pipe, the disk, a
+    lock; for the main process, idle threads count here too)."""
+    backends = Backends(url)
+    with c.CpuSampler(lambda: svc.worker_pids() + backends()) as cpu:
+        task, _ = svc.upload(path)
+        done = svc.wait_status(task["id"], "COMPLETED", timeout=timeout, interval=0.2)
+    svc.action("terminate", task["id"])
+    svc.wait_status(task["id"], "REVOKED", timeout=timeout)
+    wall = c.server_seconds(done, "started_at", "finished_at")
+    roots = set(svc.worker_roots())
+    rows = []
+    for pid, (r, first, last, on_cpu, wait) in cpu.by_pid.items():
+        if on_cpu < 0.05:
+            continue  # an idle pool child
+        if r == "reader":
+            name, alive = "CSV reader child", last - first
+        elif pid in backends.pids:
+            name, alive = f"PostgreSQL backend {pid}", last - first
+        elif pid in roots:
+            name, alive = "worker main process (all threads)", wall
+        else:
+            name, alive = "worker pool child (the run)", wall
+        rows.append((on_cpu, name, wait, max(0.0, alive - on_cpu - wait)))
+    out = [
+        f"scheduler time over the import ({wall:.1f} s worker started->finished, no "
+        "profiler): on a CPU / runnable, waiting for a CPU / asleep (pipe, disk, lock)"
+    ]
+    for on_cpu, name, wait, sleep in sorted(rows, reverse=True):
+        out.append(f"  {on_cpu:5.2f} s / {wait:5.2f} s / {sleep:5.2f} s  {name}")
+    total = sum(r[0] for r in rows)
+    out.append(f"  {total:.2f} CPU seconds = {total / wall:.2f} of {os.cpu_count()} cores")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     c.add_common_arguments(p)
@@ -139,10 +204,12 @@ def main(argv=None) -> int:
     ctx = c.scratch_postgres(args.postgres) if args.postgres else contextlib.nullcontext()
     with ctx as url, c.Service(database_url=url, env=c.service_env(args)) as svc:
         (root,) = svc.worker_roots()
+        cpu = cpu_pass(svc, path, args.timeout, url)
         done = import_once(svc, path, root, raw, "raw", args.timeout)
         seconds = c.server_seconds(done, "started_at", "finished_at")
         import_once(svc, path, root, svg, "flamegraph", args.timeout)
     print(f"load average {c.loadavg()}")
+    print(cpu)
     print(summarise(raw, seconds, c.SOURCE or c.ROOT))
     print(f"flame graph: {svg}; collapsed stacks: {raw}")
     return 0

@@ -98,6 +98,7 @@ def main(argv=None) -> int:
         c.log(f"load average {load_before}: other work on this machine skews the figures")
     rows: list[c.Row] = []
     failed: list[str] = []
+    loads: dict[str, str] = {}
     t0 = time.perf_counter()
     for name, m in zip(BENCHES, modules, strict=True):
         if name not in chosen:
@@ -106,7 +107,8 @@ def main(argv=None) -> int:
             rows.append(c.Row(f"{name}: not loaded", None, None, None, "", "", "see the log"))
             failed.append(name)
             continue
-        c.log(f"running bench {name} (load average {c.loadavg()})")
+        loads[name] = c.loadavg()
+        c.log(f"running bench {name} (load average {loads[name]})")
         t1 = time.perf_counter()
         try:
             rows += m.run(args)
@@ -132,6 +134,10 @@ def main(argv=None) -> int:
         f"{time.perf_counter() - t0:.0f} s"
     )
     print(c.format_table(rows, markdown=args.markdown))
+    print(
+        "\n# load average (1/5/15 min) as each bench started: "
+        + "; ".join(f"{k} {v}" for k, v in loads.items())
+    )
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -140,6 +146,7 @@ def main(argv=None) -> int:
                     "source": source_commit(),
                     "load_before": load_before,
                     "load_after": c.loadavg(),
+                    "load_per_bench": loads,
                     "rows": [r._asdict() for r in rows],
                 },
                 indent=2,
