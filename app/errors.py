@@ -48,9 +48,9 @@ def _validation_message(messages) -> str:
             for key, sub in value.items():
                 walk(f"{prefix}.{key}" if prefix else str(key), sub)
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            parts.append(f"{prefix}: {' '.join(value)}")
+            parts.append(f"{prefix}: {' '.join(value)}" if prefix else " ".join(value))
         else:
-            parts.append(f"{prefix}: {value}")
+            parts.append(f"{prefix}: {value}" if prefix else str(value))
 
     for location_messages in (messages or {}).values():
         walk("", location_messages)

@@ -8,6 +8,7 @@ checkpoint (byte offset, row number and line number of the next record).
 import codecs
 import csv
 import ctypes
+import functools
 import io
 import json
 import os
@@ -70,6 +71,8 @@ def check_encoding(encoding: str) -> str:
         info = codecs.lookup(encoding)
     except LookupError:
         raise UploadRejected(f"unknown encoding {encoding!r}") from None
+    if info.name == "utf-8-sig":
+        return "utf-8"  # its BOM is stripped like any UTF-8 BOM
     if '\n,;\t|"'.encode(info.name, errors="replace") != b'\n,;\t|"':
         raise UploadRejected(
             f"encoding {encoding!r} is not supported: use an ASCII-compatible one "
@@ -106,11 +109,6 @@ class _Lines:
             return raw.decode(self.encoding, errors="replace")
 
 
-def _reader(lines: _Lines, options: CsvOptions):
-    csv.field_size_limit(options.max_field_kb * 1024)
-    return csv.reader(lines, delimiter=options.delimiter)
-
-
 def inspect(path: str, options: CsvOptions) -> Layout:
     """Check the first 64 KB and the header; raise UploadRejected if unusable."""
     encoding = check_encoding(options.encoding)
@@ -121,6 +119,8 @@ def inspect(path: str, options: CsvOptions) -> Layout:
         raise UploadRejected("the file is empty")
     start = len(codecs.BOM_UTF8) if encoding == "utf-8" and head.startswith(codecs.BOM_UTF8) else 0
     if b"\0" in head:
+        if _looks_wide(head):
+            raise UploadRejected("the file is UTF-16 or UTF-32 text: save it as UTF-8")
         raise UploadRejected("the file is not text: it contains NUL bytes")
     try:
         text = codecs.getincrementaldecoder(encoding)().decode(head[start:], final=complete)
@@ -131,10 +131,14 @@ def inspect(path: str, options: CsvOptions) -> Layout:
     if "\r" in text and "\n" not in text:
         raise UploadRejected("line endings are bare CR: save the file with LF or CRLF")
     lines = _Lines(io.BytesIO(head[start:]), encoding, start, 1)
-    reader = _reader(lines, options)
+    # A header is read strictly: a quote left open must not swallow the file.
+    reader = csv.reader(lines, delimiter=options.delimiter, strict=options.has_header)
+    csv.field_size_limit(options.max_field_kb * 1024)
     try:
         first = next((row for row in reader if row), None)
     except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise UploadRejected("the header has a quote that is never closed") from None
         raise UploadRejected(f"the first row cannot be read: {exc}") from None
     if first is None or (lines.pos >= len(head) and not complete):
         raise UploadRejected("no complete row in the first 64 KB: only blank lines or a huge row")
@@ -147,6 +151,16 @@ def inspect(path: str, options: CsvOptions) -> Layout:
     if duplicates:
         raise UploadRejected(f"duplicate header names: {', '.join(duplicates)}")
     return Layout(first, lines.pos, lines.line + 1)
+
+
+def _looks_wide(head: bytes) -> bool:
+    """A UTF-16/32 BOM, or NULs in every other byte: text in a wide encoding."""
+    boms = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    if head.startswith(boms):
+        return True
+    sample = head[:4096]
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    return max(even, odd) > len(sample) // 4 and min(even, odd) < len(sample) // 20
 
 
 def read_batches(
@@ -166,11 +180,12 @@ def read_batches(
     has `done` set. Blank lines are skipped and not numbered. A batch also ends
     at the error that uses up `error_budget` (errors allowed from here on) plus one.
 
-    The hot loop is csv.reader over the file's own readline (no Python call per
-    line): undecodable bytes arrive as lone surrogates, which orjson refuses,
-    so such a row costs nothing until it happens. The byte offset is asked of
-    the text layer once per batch, and NUL bytes are looked for once per batch
-    in the raw bytes; only a batch that has them is looked at row by row.
+    The hot loop is csv.reader over the file's binary readline, each line
+    decoded in C (no Python call per line): undecodable bytes arrive as lone
+    surrogates, which orjson refuses, so such a row costs nothing until it
+    happens. Lines end at LF only, so the file's byte position is exact at every
+    record boundary. NUL bytes are looked for once per batch in the raw bytes;
+    only a batch that has them is read again row by row.
     """
     encoding = check_encoding(options.encoding)
     csv.field_size_limit(options.max_field_kb * 1024)
@@ -178,19 +193,24 @@ def read_batches(
     monotonic = time.monotonic
     with open(path, "rb") as raw:
         raw.seek(offset)
-        text = io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="")
-        reader = csv.reader(iter(text.readline, ""), delimiter=options.delimiter)
+        decode = functools.partial(bytes.decode, encoding=encoding, errors="surrogateescape")
+        lines = map(decode, iter(raw.readline, b""))
+        reader = csv.reader(lines, delimiter=options.delimiter)
         row_number, lines_before = last_row, line_number - 1
+        skipped = 0  # lines consumed outside the reader (the rest of an oversized field)
         while True:
             batch, bad = Batch(), []
-            rows, start, first_line = batch.rows, offset, reader.line_num
+            rows, start, first_line = batch.rows, offset, reader.line_num + skipped
             deadline = monotonic() + batch_seconds
             while len(rows) + len(bad) < batch_rows:
-                line = reader.line_num
+                line = reader.line_num + skipped
                 try:
                     row = next(reader, None)
                 except csv.Error as exc:
                     reason = f"malformed CSV: {exc}"
+                    if "field limit" in str(exc):
+                        reason = f"a field is over the {options.max_field_kb} KB limit"
+                        skipped += _skip_open_quote(raw, lines, start, line - first_line)
                 else:
                     if row is None:
                         batch.done = True
@@ -209,10 +229,10 @@ def read_batches(
                     else:
                         reason = f"expected {columns} fields, found {len(row)}"
                 row_number += 1
-                bad.append((row_number, line, reader.line_num, reason))
+                bad.append((row_number, line, reader.line_num + skipped, reason))
                 if error_budget is not None and len(bad) > error_budget:
                     break  # past max_errors: this checkpoint fails the task
-            offset = text.tell()  # a plain byte position at a record boundary
+            offset = raw.tell()  # exact: the reader has asked for whole lines only
             chunk = os.pread(raw.fileno(), offset - start, start)
             if b"\0" in chunk:  # rare: read this batch again line by line
                 batch.rows, bad = _reparse(chunk, options, encoding, columns, last_row, first_line)
@@ -222,10 +242,29 @@ def read_batches(
                     error_budget -= len(bad)
             last_row = row_number
             batch.offset, batch.last_row = offset, row_number
-            batch.line_number = lines_before + reader.line_num + 1
+            batch.line_number = lines_before + reader.line_num + skipped + 1
             yield batch
             if batch.done:
                 return
+
+
+def _skip_open_quote(raw, lines, start: int, record_line: int) -> int:
+    """After a field over the limit: if it is a quoted field still open, consume
+    the lines up to its closing quote (they belong to the same bad record).
+
+    Returns the number of lines consumed. `record_line` is the record's first
+    line counted from the batch start at byte `start`.
+    """
+    so_far = os.pread(raw.fileno(), raw.tell() - start, start).split(b"\n")
+    quotes = sum(part.count(b'"') for part in so_far[record_line:])
+    consumed = 0
+    while quotes % 2:
+        line = next(lines, None)
+        if line is None:
+            break
+        consumed += 1
+        quotes += line.count('"')
+    return consumed
 
 
 def _reparse(chunk: bytes, options, encoding: str, columns: int, last_row: int, first_line: int):

@@ -316,12 +316,6 @@ def test_database_connections_dropped_mid_import(client, engine, stack, start_wo
     assert worker.log_contains("transient database error, retrying")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner._landed takes a commit that did not land for one that did when its "
-    "checkpoint equals the previous one (an empty last step): run() returns 'continue' "
-    "and the task stays PROCESSING with no run until the sweeper's HEARTBEAT_TIMEOUT_S",
-)
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_a_dropped_link_on_the_last_empty_commit_still_completes(app, client, tmp_path):
     """The file ends exactly at a batch boundary, so the last step is empty (done, no

@@ -166,20 +166,10 @@ def test_interrupted_reads_give_every_record_once_in_order(scratch, case, plan):
     rows, errors = decoded(got)
     assert rows == want_rows
     assert [n for n, *_ in errors] == [n for n, *_ in want_errors]
-    if not LONE_CR.search(content):  # a known bug: see the xfail test below
-        assert errors == want_errors
+    assert errors == want_errors
     assert got[-1].offset == len(content) and got[-1].last_row == len(want_rows) + len(errors)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="importer.read_batches takes the checkpoint offset from TextIOWrapper.tell(), an "
-    "opaque cookie: after a record followed by a CRLF blank line it can carry the decoder's "
-    "pending CR (2**64 + offset + 1), and os.pread raises OverflowError (corpus "
-    "crlf_blank_line_after_batch_boundary); e.g. b'\"\"\\r\\n\\r\\n\\xf0\\x90\\x80\\x80\\r\\n', "
-    "has_header=False, batch_rows=1",
-)
 @settings(FAST, max_examples=300)
 @given(
     case=csv_files(ragged=True, crlf_blank_lines=True),
@@ -230,13 +220,6 @@ def test_checkpoint_line_numbers_count_lines(scratch, case, batch_rows):
     check_line_numbers(scratch, content, options, columns, batch_rows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="importer: csv.reader over readline(newline='') counts a lone CR inside a "
-    "quoted field as a line, so checkpoint and row-error line numbers run ahead of the "
-    "file's lines (and row errors show another row's raw text: corpus "
-    "cr_in_quoted_field_then_bad_row)",
-)
 @settings(FAST, max_examples=60)
 @given(case=csv_files(lone_cr=True), batch_rows=st.integers(1, 4))
 def test_checkpoint_line_numbers_count_lines_with_lone_cr(scratch, case, batch_rows):

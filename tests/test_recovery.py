@@ -59,21 +59,6 @@ def test_worker_sigterm_stops_at_a_checkpoint_and_hands_back(client, engine, sta
     assert_exact(engine, tid, ROWS)
 
 
-def test_pause_pending_when_the_worker_dies_ends_paused(client, engine, start_worker, csv300k):
-    doomed = start_worker(**SLOW)
-    tid = upload(client, csv300k).get_json()["id"]
-    wait_rows(client, tid, 20_000)
-    doomed.signal(signal.SIGSTOP)  # frozen: it will never reach its next checkpoint
-    assert client.post(f"/pause/{tid}").status_code == 202
-    doomed.kill_group()
-    start_worker(**SLOW)
-    paused = wait_status(client, tid, "PAUSED")
-    assert_exact(engine, tid, paused["rows_imported"])
-    client.post(f"/resume/{tid}")
-    wait_status(client, tid, "COMPLETED")
-    assert_exact(engine, tid, ROWS)
-
-
 @pytest.fixture
 def own_redis(tmp_path):
     """A Redis server of this test's own, so it can be killed and restarted."""
