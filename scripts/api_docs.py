@@ -1,6 +1,6 @@
 """Render the endpoint table from /openapi.json into the Markdown files that carry it.
 
-    python scripts/api_docs.py            # rewrite the table in docs/api.md and README.md
+    python scripts/api_docs.py            # rewrite the table in README.md
     python scripts/api_docs.py --check    # exit 1 if a table is out of date
 
 The table sits between `<!-- api-table -->` and `<!-- /api-table -->` in any of FILES;
@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from postman import app_spec  # noqa: E402  (the spec from the app's code, no server)
 
-FILES = (ROOT / "README.md", ROOT / "docs" / "api.md")
+FILES = (ROOT / "README.md",)
 START, END = "<!-- api-table -->", "<!-- /api-table -->"
 BLOCK = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
 METHODS = ("get", "post", "put", "patch", "delete")
