@@ -45,7 +45,7 @@ MOVES = {
     "errors": 5,
     "pause": 15,
     "resume": 20,
-    "terminate": 3,
+    "terminate": 1,
 }
 
 
