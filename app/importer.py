@@ -69,7 +69,7 @@ def check_encoding(encoding: str) -> str:
     """Return the codec's canonical name; only ASCII-compatible codecs are accepted."""
     try:
         info = codecs.lookup(encoding)
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a name with a NUL byte
         raise UploadRejected(f"unknown encoding {encoding!r}") from None
     if info.name == "utf-8-sig":
         return "utf-8"  # its BOM is stripped like any UTF-8 BOM

@@ -161,9 +161,11 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
                 break
             throttle.wait(step.rows + step.errors)
     except Exception as exc:
-        log.exception("task %s failed", task_id)
-        store.fail(task_id, token, f"{type(exc).__name__}: {exc}")
-        outcome = st.FAILED
+        if store.fail(task_id, token, f"{type(exc).__name__}: {exc}"):
+            log.exception("task %s failed", task_id)
+            outcome = st.FAILED
+        else:  # terminated or taken over meanwhile (its upload may be gone): not a failure
+            log.info("task %s stopped: no longer held (%s)", task_id, exc)
     finally:
         steps.close()  # stops the reader (a child process for imports)
     job.finished(outcome)

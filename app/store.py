@@ -211,8 +211,8 @@ class Store:
                 self._set_status(conn, task_id, status, S.PAUSED)
         return False
 
-    def fail(self, task_id: int, token: str, message: str) -> None:
-        """Mark a held task FAILED with the error that stopped it."""
+    def fail(self, task_id: int, token: str, message: str) -> bool:
+        """Mark a held task FAILED with the error that stopped it; False if not held."""
         stmt = (
             update(T)
             .where(T.c.id == task_id, T.c.run_token == token, T.c.status.in_(S.RUNNING))
@@ -225,7 +225,7 @@ class Store:
             )
         )
         with self.tx() as conn:
-            conn.execute(stmt)
+            return conn.execute(stmt).rowcount == 1
 
     # -- rollback ------------------------------------------------------------------
 
