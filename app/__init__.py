@@ -8,8 +8,9 @@ from flask import Flask
 from flask_migrate import Migrate
 
 from . import config
+from .database import configure_engine
 from .models import db
-from .store import Store, configure_engine
+from .store import Store
 
 RUNS_QUEUE = "runs"
 

@@ -9,48 +9,20 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, event, func, insert, literal_column, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine, delete, func, insert, literal_column, select, update
 
 from . import states as S
+from .database import NOW_SQL, row_writer
 from .models import PausedTask, Task, TaskError
 
 T = Task.__table__
 P = PausedTask.__table__
 E = TaskError.__table__
 
-# Epoch seconds on the database's clock: every worker and web process agree on it.
-_NOW_SQL = {
-    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
-    "postgresql": "(extract(epoch from clock_timestamp())::float8)",
-}
 
 CONTINUE, PAUSED, COMPLETED, FAILED, LOST = "continue", S.PAUSED, S.COMPLETED, S.FAILED, "lost"
 
 ROLLBACK_STEP = 50_000
-
-
-def configure_engine(engine: Engine) -> None:
-    """SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE for the store's writes."""
-    if engine.dialect.name != "sqlite":
-        return
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn, _record):
-        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite recipe)
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=60000")
-        # Workers checkpoint the WAL in the background (Store.checkpoint); this
-        # is only the backstop that keeps the WAL bounded if they do not.
-        cur.execute("PRAGMA wal_autocheckpoint=20000")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn):
-        immediate = conn.get_execution_options().get("sqlite_immediate")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 @dataclass
@@ -69,12 +41,16 @@ class Store:
         self.engine = engine.execution_options(sqlite_immediate=True)  # writes
         self.reader = engine  # reads: no write lock taken
         self.dialect = engine.dialect.name
-        self.now = literal_column(_NOW_SQL[self.dialect])
+        self.now = literal_column(NOW_SQL[self.dialect])
 
     @contextmanager
     def tx(self):
         with self.engine.begin() as conn:
             yield conn
+
+    def row_writer(self, task_id: int, rows: list, errors: list) -> Callable:
+        """write(conn) inserting a batch's rows and row errors (see database.row_writer)."""
+        return row_writer(self.dialect, task_id, rows, errors)
 
     def get(self, task_id: int):
         """The task row, or None."""
@@ -319,52 +295,3 @@ class Store:
                 .values(run_token=None, heartbeat_at=self.now)
             )
         return ring
-
-    # -- bulk writes (the hot path: DBAPI executemany on SQLite, COPY on PostgreSQL) --
-
-    def row_writer(self, task_id: int, rows: list, errors: list) -> Callable:
-        """Return write(conn) inserting (row_number, data) rows and row errors."""
-        task_id = int(task_id)
-
-        def write(conn) -> None:
-            if rows:
-                if self.dialect == "postgresql":
-                    self._copy_rows(conn, task_id, rows)
-                else:
-                    conn.exec_driver_sql(
-                        "INSERT INTO csv_entries (task_id, row_number, data) "
-                        f"VALUES ({task_id}, ?, ?)",
-                        rows,
-                    )
-            if errors:
-                conn.execute(
-                    insert(E),
-                    [
-                        {
-                            "task_id": task_id,
-                            "row_number": e.row_number,
-                            "line_number": e.line_number,
-                            "raw": e.raw,
-                            "reason": e.reason,
-                        }
-                        for e in errors
-                    ],
-                )
-
-        return write
-
-    @staticmethod
-    def _copy_rows(conn, task_id: int, rows: list) -> None:
-        """COPY on PostgreSQL, its errors raised as SQLAlchemy's (IntegrityError...)."""
-        sql = "COPY csv_entries (task_id, row_number, data) FROM STDIN"
-        dbapi_error = conn.dialect.loaded_dbapi.Error
-        # COPY's text format, built in one pass: orjson escapes every control
-        # character, so a backslash is the only byte COPY needs escaped.
-        block = "".join(
-            f"{task_id}\t{number}\t{data.replace(chr(92), chr(92) * 2)}\n" for number, data in rows
-        )
-        try:
-            with conn.connection.driver_connection.cursor() as cur, cur.copy(sql) as copy:
-                copy.write(block.encode())
-        except dbapi_error as exc:
-            raise DBAPIError.instance(sql, None, exc, dbapi_error) from exc

@@ -1,0 +1,90 @@
+"""The database, per dialect: engine settings, the clock, and the bulk writes.
+
+The hot path writes with the DBAPI (executemany on SQLite, COPY on
+PostgreSQL), not ORM objects; rows are JSON arrays, the header is on the task.
+"""
+
+from collections.abc import Callable
+
+from sqlalchemy import Engine, event, insert
+from sqlalchemy.exc import DBAPIError
+
+from .models import TaskError
+
+E = TaskError.__table__
+
+# Epoch seconds on the database's clock: every worker and web process agree on it.
+NOW_SQL = {
+    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
+    "postgresql": "(extract(epoch from clock_timestamp())::float8)",
+}
+
+
+def configure_engine(engine: Engine) -> None:
+    """SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE for the store's writes."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite recipe)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        # Workers checkpoint the WAL in the background (Store.checkpoint); this
+        # is only the backstop that keeps the WAL bounded if they do not.
+        cur.execute("PRAGMA wal_autocheckpoint=20000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def row_writer(dialect: str, task_id: int, rows: list, errors: list) -> Callable:
+    """Return write(conn) inserting (row_number, data) rows and row errors."""
+    task_id = int(task_id)
+
+    def write(conn) -> None:
+        if rows:
+            if dialect == "postgresql":
+                _copy_rows(conn, task_id, rows)
+            else:
+                conn.exec_driver_sql(
+                    f"INSERT INTO csv_entries (task_id, row_number, data) VALUES ({task_id}, ?, ?)",
+                    rows,
+                )
+        if errors:
+            conn.execute(
+                insert(E),
+                [
+                    {
+                        "task_id": task_id,
+                        "row_number": e.row_number,
+                        "line_number": e.line_number,
+                        "raw": e.raw,
+                        "reason": e.reason,
+                    }
+                    for e in errors
+                ],
+            )
+
+    return write
+
+
+def _copy_rows(conn, task_id: int, rows: list) -> None:
+    """COPY on PostgreSQL, its errors raised as SQLAlchemy's (IntegrityError...)."""
+    sql = "COPY csv_entries (task_id, row_number, data) FROM STDIN"
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    # COPY's text format, built in one pass: orjson escapes every control
+    # character, so a backslash is the only byte COPY needs escaped.
+    block = "".join(
+        f"{task_id}\t{number}\t{data.replace(chr(92), chr(92) * 2)}\n" for number, data in rows
+    )
+    try:
+        with conn.connection.driver_connection.cursor() as cur, cur.copy(sql) as copy:
+            copy.write(block.encode())
+    except dbapi_error as exc:
+        raise DBAPIError.instance(sql, None, exc, dbapi_error) from exc
