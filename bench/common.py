@@ -231,7 +231,9 @@ class RssSampler:
             st = status_kb(pid, "VmRSS", "VmHWM")
             if not st:
                 continue
-            r = role(cmdline(pid))
+            r = self.hwm_by_pid.get(pid, ("",))[0]
+            if r != "reader":
+                r = role(cmdline(pid)) if cmdline(pid) else r or "?"
             total += st.get("VmRSS", 0)
             by_role[r] = by_role.get(r, 0) + st.get("VmRSS", 0)
             old = self.hwm_by_pid.get(pid, (r, 0))[1]
@@ -298,7 +300,12 @@ class CpuSampler:
             if st is None:
                 continue
             t0, cpu0, wait0 = self._first.setdefault(pid, (now, *st))
-            self.by_pid[pid] = (role(cmdline(pid)), t0, now, st[0] - cpu0, st[1] - wait0)
+            # A role once seen sticks: a reader that is exiting (a zombie) has no cmdline,
+            # and a child seen between fork and exec still shows its parent's.
+            r = self.by_pid.get(pid, ("",))[0]
+            if r != "reader":
+                r = role(cmdline(pid)) if cmdline(pid) else r or "?"
+            self.by_pid[pid] = (r, t0, now, st[0] - cpu0, st[1] - wait0)
 
     def _run(self) -> None:
         while not self._stop.is_set():
