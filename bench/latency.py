@@ -11,15 +11,16 @@ batch in the same runs (from the worker's ``IMPORT_BATCH_LOG`` lines), the bound
 design gives (a pause is seen at the next checkpoint). Target: p95 under 50 ms.
 
 Resume cost: task A is paused before it starts (row 0) and task B (the same file) at
-90% of it (row ~900,000 of 1,000,000), at full speed; then the service is restarted on
-the same data with ``IMPORT_MAX_ROWS_PER_S`` (``--resume-rate``, default 10,000) so that
-each cycle moves a task little, and, alternating A and B ``--resumes`` times: resume,
-wait until ``last_row`` advances, pause again. Sample: the resume's ``requested_at`` to
-the end of the task's first batch commit after it, read from the worker's batch log
-(``IMPORT_BATCH_LOG`` lines carry this host's clock with ms resolution, as the database's
-timestamps do; the commit's own ``updated_at`` is overwritten by the next batches before
-a poll can be sure to see it). It covers broker dispatch, the claim, starting the CSV
-reader at the saved byte offset and the first batch. Ratio: B's median over A's; target
+90% of it (row ~900,000 of 1,000,000), throttled to a tenth of the file per second;
+then the service is restarted on the same data with ``IMPORT_MAX_ROWS_PER_S``
+(``--resume-rate``, default 10,000) so that each cycle moves a task little, and,
+alternating A and B ``--resumes`` times: resume, wait until ``last_row`` advances, pause
+again. Sample: the resume's ``requested_at`` to the end of the task's first batch commit
+after it, read from the worker's batch log (``IMPORT_BATCH_LOG`` lines carry this host's
+clock with ms resolution, as the database's timestamps do; the commit's own
+``updated_at`` is overwritten by the next batches before a poll can be sure to see it).
+It covers broker dispatch, the claim, starting the CSV reader at the saved byte offset
+and the first batch. Ratio: B's median over A's; target
 within 2x.
 """
 
@@ -183,7 +184,10 @@ def resume_samples(path: Path, args, db_url: str | None, env: dict) -> dict:
         database_url=db_url, redis_url=args.redis, workers=args.workers, data_dir=data_dir
     )
     try:
-        with c.Service(env=env, **common) as svc:
+        # Positioning: throttled to a tenth of the file per second, so the late task
+        # stops near its target however small the file (about 10 s).
+        penv = {**env, "IMPORT_MAX_ROWS_PER_S": str(max(1000.0, args.rows / 10))}
+        with c.Service(env=penv, **common) as svc:
             a = svc.upload(path)[0]["id"]
             svc.action("pause", a)  # QUEUED -> PAUSED at row 0 (or its first checkpoint)
             svc.wait_for(a, lambda t: t["status"] == "PAUSED")
