@@ -1,6 +1,6 @@
 """Pause latency and resume cost of a running import, from the server's own timestamps.
 
-    python bench/latency.py [--rows 1000000] [--pauses 20] [--resumes 10] [--postgres URL]
+    python bench/latency.py [--rows 1000000] [--pauses 40] [--resumes 10] [--postgres URL]
 
 Pause latency: an import runs at full speed; the bench pauses it at a random moment,
 waits for PAUSED, resumes it, waits until it is PROCESSING again and has committed a
@@ -20,8 +20,7 @@ after it, read from the worker's batch log (``IMPORT_BATCH_LOG`` lines carry thi
 clock with ms resolution, as the database's timestamps do; the commit's own
 ``updated_at`` is overwritten by the next batches before a poll can be sure to see it).
 It covers broker dispatch, the claim, starting the CSV reader at the saved byte offset
-and the first batch. Ratio: B's median over A's; target
-within 2x.
+and the first batch. Ratio: B's median over A's; target within 2x.
 """
 
 from __future__ import annotations
