@@ -43,8 +43,12 @@ def configure_engine(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def row_writer(dialect: str, task_id: int, rows: list, errors: list) -> Callable:
-    """Return write(conn) inserting (row_number, data) rows and row errors."""
+def row_writer(dialect: str, task_id: int, rows: list | bytes, errors: list) -> Callable:
+    """Return write(conn) inserting rows and row errors.
+
+    `rows` are (row_number, data) pairs, or on PostgreSQL a block of binary COPY
+    already made by the reader (importer.read_batches with `copy_task_id`).
+    """
     task_id = int(task_id)
 
     def write(conn) -> None:
@@ -74,17 +78,20 @@ def row_writer(dialect: str, task_id: int, rows: list, errors: list) -> Callable
     return write
 
 
-def _copy_rows(conn, task_id: int, rows: list) -> None:
+def _copy_rows(conn, task_id: int, rows: list | bytes) -> None:
     """COPY on PostgreSQL, its errors raised as SQLAlchemy's (IntegrityError...)."""
     sql = "COPY csv_entries (task_id, row_number, data) FROM STDIN"
     dbapi_error = conn.dialect.loaded_dbapi.Error
-    # COPY's text format, built in one pass: orjson escapes every control
-    # character, so a backslash is the only byte COPY needs escaped.
-    block = "".join(
-        f"{task_id}\t{number}\t{data.replace(chr(92), chr(92) * 2)}\n" for number, data in rows
-    )
+    if isinstance(rows, bytes):
+        block, sql = rows, sql + " (FORMAT BINARY)"
+    else:
+        # COPY's text format, built in one pass: orjson escapes every control
+        # character, so a backslash is the only byte COPY needs escaped.
+        block = "".join(
+            f"{task_id}\t{number}\t{data.replace(chr(92), chr(92) * 2)}\n" for number, data in rows
+        ).encode()
     try:
         with conn.connection.driver_connection.cursor() as cur, cur.copy(sql) as copy:
-            copy.write(block.encode())
+            copy.write(block)
     except dbapi_error as exc:
         raise DBAPIError.instance(sql, None, exc, dbapi_error) from exc

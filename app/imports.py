@@ -49,6 +49,7 @@ class ImportJob(Job):
             batch_rows=batch_rows,
             batch_seconds=config["IMPORT_BATCH_SECONDS"],
             error_budget=task.max_errors - task.error_count,
+            copy_task_id=task.id if self.store.dialect == "postgresql" else None,
         )
         for b in batches:
             yield Step(
@@ -57,7 +58,7 @@ class ImportJob(Job):
                     "bytes_done": b.offset,
                     "line_number": b.line_number,
                 },
-                rows=len(b.rows),
+                rows=b.count,
                 errors=len(b.errors),
                 done=b.done,
                 write=self.store.row_writer(task.id, b.rows, b.errors),

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import struct
 
 import orjson
 import pytest
@@ -35,6 +36,38 @@ def read_all(path, options=DEFAULT, offset=None, last_row=0, line=None, batch_ro
     rows = [(n, orjson.loads(d)) for b in batches for n, d in b.rows]
     errors = [e for b in batches for e in b.errors]
     return layout, batches, rows, errors
+
+
+def from_binary_copy(block: bytes, task_id: int, count: int) -> list:
+    """Decode a batch made for PostgreSQL's binary COPY, checking its framing."""
+    assert block.startswith(b"PGCOPY\n\xff\r\n\0" + bytes(8)) and block.endswith(b"\xff\xff")
+    rows, at = [], 19
+    while at < len(block) - 2:
+        fields, n4, tid, n8, number, size = struct.unpack_from("!hiiiqi", block, at)
+        assert (fields, n4, tid, n8) == (3, 4, task_id, 8)
+        at += struct.calcsize("!hiiiqi")
+        rows.append((number, orjson.loads(block[at : at + size].decode("utf-8"))))
+        at += size
+    assert at == len(block) - 2 and len(rows) == count
+    return rows
+
+
+@pytest.mark.parametrize(
+    "content, good",
+    [
+        (b'a,b\n1,2\n\n"x\ny",\\\t\n"p\r\nq",\xc3\xa9\xe2\x82\xac\n', 3),
+        (b"a,b\n1,2\nonly-one\n3,\x00\n\xff,4\n5,6\n", 2),  # ragged, NUL, undecodable
+    ],
+)
+def test_binary_copy_batches_hold_the_same_rows(tmp_path, content, good):
+    """The PostgreSQL form of a batch: same rows, numbers and errors as the plain one."""
+    path = write(tmp_path, content)
+    plain = list(read_batches(path, DEFAULT, 2, 4, 0, 2, 2, 10.0))
+    copied = list(read_batches(path, DEFAULT, 2, 4, 0, 2, 2, 10.0, copy_task_id=70000))
+    rows = [(n, orjson.loads(d)) for b in plain for n, d in b.rows]
+    assert len(rows) == good and [b.count for b in copied] == [len(b.rows) for b in plain]
+    assert [r for b in copied for r in from_binary_copy(b.rows, 70000, b.count)] == rows
+    assert [b.errors for b in copied] == [b.errors for b in plain]
 
 
 def test_rows_numbered_from_one_and_blank_lines_skipped(tmp_path):
