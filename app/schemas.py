@@ -139,7 +139,6 @@ class TaskListSchema(ma.Schema):
 
 
 class EntrySchema(ma.Schema):
-    id = fields.Integer(required=True)
     task_id = fields.Integer(required=True)
     row_number = fields.Integer(required=True)
     data = fields.Dict(keys=fields.String(), values=fields.String(), required=True)

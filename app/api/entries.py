@@ -35,14 +35,13 @@ def list_entries(args):
     }
     entries = [
         {
-            "id": r.id,
             "task_id": r.task_id,
             "row_number": r.row_number,
             "data": dict(zip(headers[r.task_id], orjson.loads(r.data), strict=False)),
         }
         for r in rows
     ]
-    key = (lambda r: r.row_number) if task_id is not None else (lambda r: r.id)
+    key = (lambda r: r.row_number) if task_id is not None else queries.entry_key
     return {"entries": entries, "next": next_link(rows, args, key)}
 
 
