@@ -15,6 +15,7 @@ import threading
 import time
 
 from celery import signals
+from celery.worker.control import control_command
 from sqlalchemy import or_, select
 
 from . import runner, uploads
@@ -24,7 +25,19 @@ from .tasks import enqueue
 
 log = logging.getLogger(__name__)
 
+# The control thread looks for rollbacks this often (env CONTROL_POLL_S), and at
+# once when woken: a terminate accepted by the web broadcasts `wake_control`.
 ROLLBACK_POLL_S = 0.2
+_wake = threading.Event()
+
+
+@control_command()
+def wake_control(state) -> dict:
+    """Remote control command: the control thread looks for work now."""
+    _wake.set()
+    return {"ok": "woken"}
+
+
 # An upload file untouched this long may be an orphan (see uploads.remove_orphans).
 UPLOAD_PART_MAX_AGE_S = 60.0
 
@@ -62,6 +75,7 @@ def control_loop(app, stop: threading.Event) -> None:
     store = app.extensions["store"]
     interval = app.config["SWEEP_INTERVAL_S"]
     timeout = app.config["HEARTBEAT_TIMEOUT_S"]
+    poll = float(os.environ.get("CONTROL_POLL_S") or ROLLBACK_POLL_S)
     next_sweep = 0.0
     with app.app_context():
         while not stop.is_set():
@@ -79,7 +93,8 @@ def control_loop(app, stop: threading.Event) -> None:
             except Exception:
                 log.exception("control loop error; retrying")
                 stop.wait(1.0)
-            stop.wait(ROLLBACK_POLL_S)
+            _wake.wait(poll)
+            _wake.clear()
 
 
 def _on_child_sigterm(_signum, _frame) -> None:
@@ -112,4 +127,5 @@ def install(app) -> None:
         # Seen by every pool child at its next checkpoint (no signal to children:
         # an idle child killed while holding the pool's queue lock hangs the exit).
         stop.set()
+        _wake.set()
         runner.shutdown.set()

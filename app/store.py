@@ -22,7 +22,10 @@ E = TaskError.__table__
 
 CONTINUE, PAUSED, COMPLETED, FAILED, LOST = "continue", S.PAUSED, S.COMPLETED, S.FAILED, "lost"
 
-ROLLBACK_STEP = 50_000
+# Rows deleted per rollback transaction. SQLite's transaction holds the one write
+# lock (other imports wait: ~60 ms at 50,000 rows); PostgreSQL's locks only the
+# task's own rows, and fewer, larger ranges there cost less in all.
+ROLLBACK_STEP = {"sqlite": 50_000, "postgresql": 250_000}
 
 
 @dataclass
@@ -220,7 +223,8 @@ class Store:
 
     def delete_rows(self, task_id: int, token: str, upto: int, tables) -> bool:
         """Delete the task's rows in row-number ranges; False if the token was lost."""
-        for lo in range(0, upto, ROLLBACK_STEP):
+        step = ROLLBACK_STEP.get(self.dialect, 50_000)
+        for lo in range(0, upto, step):
             with self.tx() as conn:
                 if not self._touch(conn, task_id, token):
                     return False
@@ -229,7 +233,7 @@ class Store:
                         delete(table).where(
                             table.c.task_id == task_id,
                             table.c.row_number > lo,
-                            table.c.row_number <= lo + ROLLBACK_STEP,
+                            table.c.row_number <= lo + step,
                         )
                     )
         return True

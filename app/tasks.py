@@ -20,6 +20,14 @@ def run_task(task_id: int) -> str:
     return runner.run(current_app.extensions["store"], task_id, current_app.config, enqueue)
 
 
+def wake_workers() -> None:
+    """Have every worker's control thread look for rollbacks now (no reply awaited)."""
+    try:
+        current_app.extensions["celery"].control.broadcast("wake_control", reply=False)
+    except Exception:
+        log.warning("could not wake the workers; they look every few tenths of a second")
+
+
 def enqueue(task_id: int) -> None:
     """Ring the doorbell for a task. If the broker is down the sweeper rings again."""
     try:

@@ -64,6 +64,16 @@ def test_pause_and_resume_several_times_is_exact(client, engine, stack, start_wo
     assert not os.path.exists(engine_upload_path(engine, tid))  # upload removed
 
 
+def test_terminate_wakes_the_workers_at_once(client, engine, stack, start_worker, tmp_path):
+    """A terminate is broadcast to the workers: no poll is needed (here it is an hour)."""
+    workers_for(stack, start_worker, CONTROL_POLL_S=3600)
+    tid = upload(client, write_rows(tmp_path / "a.csv", 3_000)).get_json()["id"]
+    wait_status(client, tid, "COMPLETED")
+    assert client.post(f"/terminate/{tid}").status_code == 202
+    wait_status(client, tid, "REVOKED", timeout=30)
+    assert_exact(engine, tid, 0)
+
+
 def engine_upload_path(engine, tid) -> str:
     with engine.connect() as conn:
         return conn.execute(text("SELECT upload_path FROM tasks WHERE id=:t"), {"t": tid}).scalar()

@@ -5,7 +5,7 @@ from .. import states as S
 from ..errors import ApiError
 from ..models import db
 from ..schemas import TaskListArgs, TaskListSchema, TaskPageArgs, TaskSchema
-from ..tasks import enqueue
+from ..tasks import enqueue, wake_workers
 from . import Blueprint, next_link, page_cursor, store, task_dict
 
 blp = Blueprint("tasks", __name__, description="Tasks and their control actions")
@@ -70,6 +70,8 @@ def _act(action: str, task_id: int):
         raise ApiError(409, f"cannot {action} a task that is {status}", status=status)
     if changed and status == S.QUEUED:
         enqueue(task_id)
+    elif changed and status == S.TERMINATING:
+        wake_workers()  # a rollback starts now, not at the next poll
     return task_dict(_load(task_id)), (202 if changed else 200)
 
 
