@@ -125,6 +125,8 @@ def _landed(store: Store, task_id: int, step: Step) -> str | None:
         task = store.get(task_id)
     except OperationalError:
         return None
+    if task.status == S.PAUSED:
+        return st.PAUSED  # paused at this batch, or just before it (store.commit)
     if any(getattr(task, k) != v for k, v in step.checkpoint.items()):
         return None
     if step.done and task.status not in (S.PAUSED, S.COMPLETED, S.FAILED):

@@ -141,11 +141,16 @@ class Store:
 
         Returns what the run must do next: CONTINUE, or PAUSED / COMPLETED /
         FAILED (the task has stopped), or LOST (terminated or taken over).
+
+        A pause requested since the last checkpoint is obeyed before the batch is
+        written: the batch is dropped (the next run reads it again from the
+        checkpoint) and the transaction is a few statements, however large or
+        slow the batch. So a pause waits for at most the commit under way.
         """
         now = self.now
         stmt = (
             update(T)
-            .where(T.c.id == task_id, T.c.run_token == token, T.c.status.in_(S.RUNNING))
+            .where(T.c.id == task_id, T.c.run_token == token, T.c.status == S.PROCESSING)
             .values(
                 rows_imported=T.c.rows_imported + step.rows,
                 error_count=T.c.error_count + step.errors,
@@ -153,29 +158,31 @@ class Store:
                 updated_at=now,
                 **step.checkpoint,
             )
-            .returning(T.c.status, T.c.error_count, T.c.max_errors)
+            .returning(T.c.error_count, T.c.max_errors)
         )
         with self.tx() as conn:
-            if self.dialect == "postgresql" and not step.done:
-                # A crash of the server may lose the last few batches, but only
-                # whole, with their checkpoint: the run redoes them. No fsync
-                # per batch; the final commit stays durable.
-                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             row = conn.execute(stmt).first()
             if row is None:
+                status = conn.execute(
+                    select(T.c.status).where(T.c.id == task_id, T.c.run_token == token)
+                ).scalar()
+                if status == S.PAUSING and self._set_status(conn, task_id, S.PAUSING, S.PAUSED):
+                    return PAUSED
                 return LOST
             if step.write is not None:
                 step.write(conn)
             if row.error_count > row.max_errors:
                 error = f"{row.error_count} row errors passed max_errors={row.max_errors}"
-                self._set_status(conn, task_id, row.status, S.FAILED, run_token=None, error=error)
+                self._set_status(conn, task_id, S.PROCESSING, S.FAILED, run_token=None, error=error)
                 return FAILED
-            if row.status == S.PAUSING:
-                self._set_status(conn, task_id, S.PAUSING, S.PAUSED)
-                return PAUSED
             if step.done:
                 self._set_status(conn, task_id, S.PROCESSING, S.COMPLETED, run_token=None)
                 return COMPLETED
+            if self.dialect == "postgresql":
+                # A crash of the server may lose the last few batches, but only
+                # whole, with their checkpoint: the run redoes them. No fsync per
+                # batch; a commit that changes the status stays durable.
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             return CONTINUE
 
     def release(self, task_id: int, token: str) -> bool:

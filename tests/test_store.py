@@ -73,10 +73,15 @@ def test_terminate_fences_out_the_running_run(store, task_id, engine):
     assert row_stats(engine, task_id)[0] == 0
 
 
-def test_pause_is_obeyed_at_the_next_checkpoint(store, task_id, engine):
+def test_pause_is_obeyed_at_the_next_checkpoint_before_its_batch(store, task_id, engine):
+    """The batch in hand when a pause is seen is not written: the pause is only the
+    transition, whatever the batch's size; the next run reads that batch again."""
     token, _ = store.claim(task_id)
+    assert store.commit(task_id, token, step(store, task_id, 1, 5)) == CONTINUE
     assert store.transition(task_id, "pause") == (S.PAUSING, True)
-    assert store.commit(task_id, token, step(store, task_id, 1, 5)) == PAUSED
+    assert store.commit(task_id, token, step(store, task_id, 6, 5)) == PAUSED
+    assert tuple(checkpoint(engine, task_id)) == (5, 5, 6)
+    assert row_stats(engine, task_id) == (5, 5, 1, 5)
     with engine.connect() as conn:
         snap = conn.execute(
             text("SELECT last_row FROM paused_tasks WHERE task_id=:t"), {"t": task_id}
@@ -84,6 +89,10 @@ def test_pause_is_obeyed_at_the_next_checkpoint(store, task_id, engine):
         assert snap.scalar() == 5
     # The paused run holds nothing: its token is gone.
     assert store.commit(task_id, token, step(store, task_id, 6, 5)) == LOST
+    assert store.transition(task_id, "resume") == (S.QUEUED, True)
+    again, _ = store.claim(task_id)
+    assert store.commit(task_id, again, step(store, task_id, 6, 5, done=True)) == COMPLETED
+    assert row_stats(engine, task_id) == (10, 10, 1, 10)
 
 
 def test_duplicate_row_numbers_are_a_loud_error(store, task_id):
