@@ -14,23 +14,24 @@ depends_on = None
 
 
 def upgrade():
-    if op.get_bind().dialect.name == "sqlite":
-        # A new WITHOUT ROWID table (SQLite cannot change a table's key in place).
-        op.execute(
-            "CREATE TABLE csv_entries_new (task_id INTEGER NOT NULL, "
-            "row_number BIGINT NOT NULL, data TEXT NOT NULL, "
-            "CONSTRAINT pk_csv_entries PRIMARY KEY (task_id, row_number)) WITHOUT ROWID"
-        )
-        op.execute(
-            "INSERT INTO csv_entries_new (task_id, row_number, data) "
-            "SELECT task_id, row_number, data FROM csv_entries"
-        )
-        op.execute("DROP TABLE csv_entries")
-        op.execute("ALTER TABLE csv_entries_new RENAME TO csv_entries")
-        return
-    op.drop_constraint("uq_csv_entries_task_id", "csv_entries", type_="unique")
-    op.drop_column("csv_entries", "id")  # and its primary key and sequence
-    op.create_primary_key("pk_csv_entries", "csv_entries", ["task_id", "row_number"])
+    # A new table, rows copied over: SQLite cannot change a table's key in place,
+    # and on PostgreSQL a dropped column stays in every row written after it
+    # (a null to store and skip: measurably slower COPY).
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    op.execute(
+        "CREATE TABLE csv_entries_new (task_id INTEGER NOT NULL, "
+        "row_number BIGINT NOT NULL, data TEXT NOT NULL, "
+        "CONSTRAINT pk_csv_entries_new PRIMARY KEY (task_id, row_number))"
+        + (" WITHOUT ROWID" if sqlite else "")
+    )
+    op.execute(
+        "INSERT INTO csv_entries_new (task_id, row_number, data) "
+        "SELECT task_id, row_number, data FROM csv_entries"
+    )
+    op.execute("DROP TABLE csv_entries")
+    op.execute("ALTER TABLE csv_entries_new RENAME TO csv_entries")
+    if not sqlite:  # SQLite's key has no name of its own; PostgreSQL's is the index
+        op.execute("ALTER TABLE csv_entries RENAME CONSTRAINT pk_csv_entries_new TO pk_csv_entries")
 
 
 def downgrade():
