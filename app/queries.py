@@ -9,7 +9,9 @@ C, E = CsvEntry.__table__, TaskError.__table__
 
 
 def get_task(conn: Connection, task_id: int):
-    return conn.execute(select(T).where(T.c.id == task_id)).first()
+    """A task, with its pause time when paused."""
+    stmt = select(T, P.c.paused_at).outerjoin(P, P.c.task_id == T.c.id)
+    return conn.execute(stmt.where(T.c.id == task_id)).first()
 
 
 def tasks_page(conn: Connection, limit: int, before: int | None, status: str | None = None):

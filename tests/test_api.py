@@ -107,12 +107,13 @@ def test_actions_follow_the_state_table(client, tmp_path):
     # No worker is running: the task stays QUEUED until we act.
     assert client.post(f"/resume/{tid}").status_code == 200  # goal holds
     assert client.post(f"/pause/{tid}").status_code == 202
-    assert task(client, tid)["status"] == "PAUSED"
-    assert client.post(f"/pause/{tid}").status_code == 200
+    one = task(client, tid)
+    assert one["status"] == "PAUSED" and one["paused_at"]
+    assert client.post(f"/pause/{tid}").get_json()["paused_at"] == one["paused_at"]
     paused = client.get("/paused_tasks").get_json()["tasks"]
-    assert [t["id"] for t in paused] == [tid] and paused[0]["paused_at"]
+    assert [t["id"] for t in paused] == [tid] and paused[0]["paused_at"] == one["paused_at"]
     assert client.post(f"/resume/{tid}").status_code == 202
-    assert task(client, tid)["status"] == "QUEUED"
+    assert task(client, tid)["status"] == "QUEUED" and task(client, tid)["paused_at"] is None
     assert client.get("/paused_tasks").get_json()["tasks"] == []
     assert client.post(f"/terminate/{tid}").status_code == 202
     assert task(client, tid)["status"] == "TERMINATING"

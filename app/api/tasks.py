@@ -38,7 +38,8 @@ def list_tasks(args):
 @blp.alt_response(404, schema="Error")
 def get_task(task_id):
     """One task."""
-    return task_dict(_load(task_id))
+    task = _load(task_id)
+    return task_dict(task, paused_at=task.paused_at)
 
 
 @blp.route("/paused_tasks")
@@ -72,7 +73,8 @@ def _act(action: str, task_id: int):
         enqueue(task_id)
     elif changed and status == S.TERMINATING:
         wake_workers()  # a rollback starts now, not at the next poll
-    return task_dict(_load(task_id)), (202 if changed else 200)
+    task = _load(task_id)
+    return task_dict(task, paused_at=task.paused_at), (202 if changed else 200)
 
 
 for _action, _doc in (
