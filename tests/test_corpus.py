@@ -98,7 +98,9 @@ def service(request, tmp_path_factory):
             mp.setenv(key, value)
         app = create_app({"TESTING": True})
         upgrade(app)
+        # The cases' batch boundaries are the SQLite default's, on both stacks.
         full = {**env, "WORKER_CONCURRENCY": "2", "SWEEP_INTERVAL_S": "1"}
+        full["IMPORT_BATCH_SIZE"] = "2000"
         worker = Proc.start(["worker.py"], full, base / "worker.log")
         try:
             wait_for(lambda: worker.log_contains(" ready."), 60, f"worker ready ({worker.log})")
