@@ -56,6 +56,13 @@ class PartFile:
         os.fdatasync(self.f.fileno())
         return self.f.tell()
 
+    def cut(self, offset: int) -> None:
+        """Drop what was written past `offset` (a batch whose checkpoint was not committed)."""
+        self.f.flush()
+        if self.f.tell() > offset:
+            self.f.truncate(offset)
+            self.f.seek(offset)
+
     def close(self) -> None:
         if not self.f.closed:
             self.f.close()  # releases the lock

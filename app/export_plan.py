@@ -3,8 +3,8 @@
 No Flask here. `make_plan` checks a request against the tasks table and records,
 for every import it reads, the last row committed at that instant (`bound`): the
 export writes exactly the rows with `row_number <= bound`, whatever is imported,
-paused or resumed afterwards. A key range [lo, hi] of csv_entries.id bounds the
-scan; it holds every one of those rows.
+paused or resumed afterwards. The sources are listed in task id order, the order
+the export writes them in (and its checkpoint counts in: see export_reader).
 """
 
 import re
@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import date
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from . import states as S
-from .models import CsvEntry, Task
+from .models import Task
 
-T, C = Task.__table__, CsvEntry.__table__
+T = Task.__table__
 
 _ISO = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _US = re.compile(r"([0-9]{2})/([0-9]{2})/([0-9]{4})")
@@ -110,37 +110,7 @@ def make_plan(conn, task_id: int | None, column: str | None, start, end) -> Plan
             raise PlanError(400, f"column: no import with rows has a column named {column!r}")
         names = ", ".join(orjson.loads(tasks[0].header or "[]"))
         raise PlanError(400, f"column: task {task_id} has no column {column!r} (it has {names})")
-    lo, hi = key_range(conn, sources)
     options = {"task_id": task_id, "column": column, "from": start, "to": end}
-    options["snapshot"] = {"lo": lo, "hi": hi, "sources": sources}
+    options["snapshot"] = {"sources": sources}
     total = None if column else sum(t.rows_imported for t in tasks)
     return Plan(header=header, options=options, rows_total=total)
-
-
-def key_range(conn, sources: list[dict]) -> tuple[int, int]:
-    """Keys (lo, hi] of csv_entries holding every row of the sources up to their bounds.
-
-    Read after the bounds: a row committed by then has a key at most max(id). With
-    one source the range is that import's own: ids grow with row numbers within
-    a task (its batches are written one after another).
-    """
-    if len(sources) != 1:
-        # Two statements: SQLite reads min() or max() off the key only when alone.
-        last = conn.execute(select(func.max(C.c.id))).scalar()
-        first = conn.execute(select(func.min(C.c.id))).scalar()
-        return (0, 0) if last is None or first is None else (first - 1, last)
-    src = sources[0]
-    if src["bound"] == 0:
-        return 0, 0
-    first = conn.execute(
-        select(C.c.id).where(C.c.task_id == src["id"]).order_by(C.c.row_number).limit(1)
-    ).scalar()
-    last = conn.execute(
-        select(C.c.id)
-        .where(C.c.task_id == src["id"], C.c.row_number <= src["bound"])
-        .order_by(C.c.row_number.desc())
-        .limit(1)
-    ).scalar()
-    if first is None or last is None:
-        return 0, 0
-    return first - 1, last

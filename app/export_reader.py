@@ -1,8 +1,10 @@
-"""How an export reads csv_entries: pages by key, and each source's column order.
+"""How an export reads csv_entries: source by source, each by its key; column orders.
 
 No Flask here. Pages go through the DBAPI cursor (no Row objects on the hot path).
 """
 
+from bisect import bisect_right
+from itertools import accumulate
 from operator import itemgetter
 
 from . import states as S
@@ -28,49 +30,65 @@ class Source:
 
 
 class Reader:
-    """Pages of csv_entries in key order (keyset, never OFFSET), through the DBAPI.
+    """The sources' rows, one source after another in plan (task id) order, each in
+    row order.
 
-    A page is a window of keys (after, after + n]: its cost is bounded whatever
-    plan the database picks (PostgreSQL, with stale statistics right after a big
-    import, would sort a whole key range for a LIMIT). A row is (id, task_id,
-    row_number, data, date). When every source keeps its date in the same column
+    Where it stands is one integer, a position, the export's checkpoint (kept in
+    the BigInteger `tasks.cursor`): the sources' row numbers 1..bound laid end to
+    end, in the plan's order, which never changes. Source i covers positions
+    (start_i, start_i + bound_i], start_i being the sum of the bounds before it,
+    so position p means "read up to row p - start_i of source i"; 0 is the
+    beginning and `end`, the sum of every bound, the end. Exact whenever the
+    bounds add up to less than 2**63: no limit on task ids or row numbers beyond
+    their columns' own.
+
+    A page is a window of row numbers of one source, `task_id = ? AND row_number
+    > after AND row_number <= min(after + n, bound)`: a range of the primary key
+    (task_id, row_number), contiguous on SQLite (WITHOUT ROWID), so its cost is
+    bounded whatever plan the database picks; keyset, never OFFSET. A source's
+    rows are numbered 1..bound but row errors take numbers too: a window may hold
+    fewer rows than its width, or none, and only reaching `bound` ends a source.
+    A row is (data, date). When every source keeps its date in the same column
     the database extracts it (`date`): a count reads no `data`, and a filtered
     write parses only the rows it keeps.
     """
 
-    def __init__(self, store: Store, hi: int, sources: dict, filtered: bool):
-        self.engine, self.hi = store.reader, hi
+    def __init__(self, store: Store, sources: list[Source], filtered: bool):
+        self.engine, self.sources = store.reader, sources
+        bounds = [s.bound for s in sources]
+        self.starts = [0, *accumulate(bounds)][: len(sources)]
+        self.end = sum(bounds)
         sqlite = store.dialect == "sqlite"
         mark = self.mark = "?" if sqlite else "%s"
-        dates = {s.date for s in sources.values()}
+        dates = {s.date for s in sources}
         self.sql_date = filtered and len(dates) == 1
         k = dates.pop() if self.sql_date else None
         date = "NULL"
         if self.sql_date:
             date = f"json_extract(data, '$[{int(k)}]')" if sqlite else f"(data::json ->> {int(k)})"
-        # One source: "+task_id" keeps SQLite off the (task_id, row_number) index.
-        self.only = next(iter(sources)) if len(sources) == 1 else None
-        where = f"id > {mark} AND id <= {mark}"
-        if self.only is not None:
-            where += f" AND +task_id = {mark}"
-        tail = f" FROM csv_entries WHERE {where} ORDER BY id"
-        self.rows_sql = f"SELECT id, task_id, row_number, data, {date}{tail}"
+        tail = (
+            f" FROM csv_entries WHERE task_id = {mark}"
+            f" AND row_number > {mark} AND row_number <= {mark} ORDER BY row_number"
+        )
+        self.rows_sql = f"SELECT data, {date}{tail}"
         counted = "NULL" if self.sql_date else "data"
-        self.count_sql = f"SELECT id, task_id, row_number, {counted}, {date}{tail}"
-        self.next_sql = f"SELECT min(id) FROM csv_entries WHERE id > {mark}"
+        self.count_sql = f"SELECT {counted}, {date}{tail}"
 
-    def page(self, after: int, n: int, count_only: bool = False) -> tuple[list[tuple], int]:
-        """The entries with keys in (after, after + n], at most hi; and the key read up to."""
-        upto = min(after + n, self.hi)
-        params = [after, upto] + ([self.only] if self.only is not None else [])
-        rows = self._query(self.count_sql if count_only else self.rows_sql, params)
-        if not rows and upto < self.hi:  # a gap (rows rolled back): jump over it
-            following = self._query(self.next_sql, [upto])[0][0]
-            upto = self.hi if following is None else min(following - 1, self.hi)
-        return rows, upto
+    def page(self, at: int, n: int, count_only: bool = False) -> tuple[Source, list[tuple], int]:
+        """From position `at` (below `end`): the source read, its rows among the next
+        n row numbers, and the position read up to (never past the source's end)."""
+        # The last source starting at or before `at`: an empty source starts where
+        # the next one does, so it is passed over.
+        i = bisect_right(self.starts, at) - 1
+        src, start = self.sources[i], self.starts[i]
+        after = at - start
+        upto = min(after + n, src.bound)
+        rows = self._query(self.count_sql if count_only else self.rows_sql, [src.id, after, upto])
+        return src, rows, start + upto
 
-    def gone(self, ids: list[int]) -> tuple | None:
+    def gone(self) -> tuple | None:
         """(id, status) of a source that is terminated or being terminated, if any."""
+        ids = [s.id for s in self.sources]
         for i in range(0, len(ids), CHUNK):
             chunk = ids[i : i + CHUNK]
             marks = ", ".join([self.mark] * len(chunk))

@@ -1,9 +1,11 @@
-"""The export kind: the rows an export matches, streamed in key order into a CSV file.
+"""The export kind: the rows an export matches, streamed into a CSV file.
 
-A run first counts the rows it will write (only with a date filter: without one
-the count is known when the export is created), then writes them by key. Every
-step flushes and fsyncs the file, then commits its checkpoint: the last key read
-(`cursor`), the file's length (`bytes_done`) and the rows written (`last_row`,
+The rows go source by source in task id order, each source's in row order. A
+run first counts the rows it will write (only with a date filter: without one
+the count is known when the export is created), then writes them. Every step
+flushes and fsyncs the file, then commits its checkpoint: the position read up
+to (`cursor`: a source and a row number within it, see export_reader.Reader),
+the file's length (`bytes_done`) and the rows written (`last_row`,
 `rows_imported`). A run starts by cutting the file back to `bytes_done`, so what
 a lost run wrote past its checkpoint is written again exactly once. Until the
 header is written (`bytes_done == 0`) `rows_total` is the count so far.
@@ -27,7 +29,7 @@ from .export_file import PartFile, discard_files, final_path, finalize, part_pat
 from .export_reader import CHUNK, Reader, Source
 from .models import Task
 from .runner import Job, register
-from .store import COMPLETED, LOST, Step, Store
+from .store import COMPLETED, LOST, PAUSED, Step, Store
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +51,26 @@ class ExportJob(Job):
         super().__init__(store, task, config)
         self.file: PartFile | None = None
 
-    def _prepare(self) -> None:
-        """Load the plan made at creation (in steps(): a failure here fails the task)."""
+    def _prepare(self) -> bool:
+        """Load the plan made at creation (in steps(): a failure here fails the task).
+
+        True if the export must start over: planned over csv_entries.id (before
+        migration 0003), with a checkpoint that means nothing now.
+        """
         options = orjson.loads(self.task.options)
         snap = options["snapshot"]
-        self.lo, self.hi = snap["lo"], snap["hi"]
+        legacy = "lo" in snap
+        if legacy and self.task.bytes_done:
+            raise ExportFailed("planned over csv_entries.id, which no longer exists: export again")
         self.header = orjson.loads(self.task.header or "[]")
         self.filtered = options.get("column") is not None
         self.match = export_plan.DateRange(options.get("from"), options.get("to"))
         specs = snap["sources"]
         names = self._source_headers([s["id"] for s in specs])
-        self.sources = {s["id"]: Source(s, names[s["id"]], self.header) for s in specs}
-        self.reader = Reader(self.store, self.hi, self.sources, self.filtered)
+        sources = [Source(s, names[s["id"]], self.header) for s in specs]
+        self.reader = Reader(self.store, sources, self.filtered)
+        self.end = self.reader.end
+        return legacy
 
     def _source_headers(self, ids: list[int]) -> dict[int, list[str]]:
         out = {}
@@ -72,13 +82,15 @@ class ExportJob(Job):
 
     def steps(self):
         task = self.task
-        self._prepare()
+        restart = self._prepare()
         self.file = PartFile(part_path(self.config["DATA_DIR"], task.id), task.bytes_done)
-        cursor, written, total = max(task.cursor or 0, self.lo), task.last_row, task.rows_total
+        cursor, written, total = task.cursor or 0, task.last_row, task.rows_total
+        if restart:  # nothing written yet (else _prepare failed): count from the start
+            cursor, total = 0, 0
         if task.bytes_done == 0:
             if self.filtered:
                 total = yield from self._count(cursor, total or 0)
-            cursor, written = self.lo, 0
+            cursor, written = 0, 0
             self.file.write(_csv_text([self.header]) if self.header else b"")
         yield from self._write(cursor, written, total if self.filtered else None)
 
@@ -87,50 +99,43 @@ class ExportJob(Job):
     def _count(self, cursor: int, total: int):
         """Count the matching rows in steps that checkpoint the count so far."""
         seconds = self.config["IMPORT_BATCH_SECONDS"]
-        while cursor < self.hi:
+        while cursor < self.end:
             started = time.monotonic()
-            while cursor < self.hi and time.monotonic() - started < seconds:
-                page, cursor = self.reader.page(cursor, COUNT_PAGE, count_only=True)
-                total += self._matches(page)
+            while cursor < self.end and time.monotonic() - started < seconds:
+                src, page, cursor = self.reader.page(cursor, COUNT_PAGE, count_only=True)
+                total += self._matches(src, page)
             yield Step(checkpoint={"cursor": cursor, "rows_total": total})
         return total
 
-    def _matches(self, page: list[tuple]) -> int:
-        sources, match, loads = self.sources, self.match, orjson.loads
-        sql_date = self.reader.sql_date
-        n = 0
-        for _key, task_id, row_number, data, day in page:
-            src = sources.get(task_id)
-            if src is None or row_number > src.bound:
-                continue  # not a source, or committed after the export started
-            n += match(day if sql_date else loads(data)[src.date])
-        return n
+    def _matches(self, src: Source, page: list[tuple]) -> int:
+        match = self.match
+        if self.reader.sql_date:
+            return sum([match(day) for _data, day in page])
+        loads, k = orjson.loads, src.date
+        return sum([match(loads(data)[k]) for data, _day in page])
 
     # -- writing -------------------------------------------------------------------
 
-    def _kept(self, page: list[tuple]) -> list:
+    def _kept(self, src: Source, page: list[tuple]) -> list:
         """The values, in the file's column order, of the page's rows the export keeps."""
-        sources, match, loads = self.sources, self.match, orjson.loads
+        match, loads, arrange = self.match, orjson.loads, src.arrange
         filtered, sql_date = self.filtered, self.reader.sql_date
         out = []
-        for _key, task_id, row_number, data, day in page:
-            src = sources.get(task_id)
-            if src is None or row_number > src.bound:
-                continue
+        for data, day in page:
             if sql_date and not match(day):
                 continue
             vals = loads(data)
             if filtered and not sql_date and not match(vals[src.date]):
                 continue
-            out.append(vals if src.arrange is None else src.arrange(vals))
+            out.append(vals if arrange is None else arrange(vals))
         return out
 
     def _write(self, cursor: int, written: int, counted: int | None):
         """Write the rows in steps: the file synced first, then its checkpoint committed.
 
-        Done at the last key, or once the rows the count pass `counted` (with the same
-        test, on rows that never change) are written: the tail of a date-ordered
-        import past the window is not read for nothing.
+        Done at the end of the last source, or once the rows the count pass `counted`
+        (with the same test, on rows that never change) are written: the tail of a
+        date-ordered import past the window is not read for nothing.
         """
         batch_rows = self.config["IMPORT_BATCH_SIZE"]
         rate = self.config.get("IMPORT_MAX_ROWS_PER_S")
@@ -142,16 +147,16 @@ class ExportJob(Job):
             started, rows, buf = time.monotonic(), 0, io.StringIO()
             out = csv.writer(buf)
             while True:
-                page, cursor = self.reader.page(cursor, batch_rows)
-                kept = self._kept(page)
+                src, page, cursor = self.reader.page(cursor, batch_rows)
+                kept = self._kept(src, page)
                 out.writerows(kept)
                 rows += len(kept)
-                done = cursor >= self.hi or (counted is not None and written + rows >= counted)
+                done = cursor >= self.end or (counted is not None and written + rows >= counted)
                 if done or rows >= batch_rows or time.monotonic() - started >= seconds:
                     break
             # After the reads: a rollback deletes only once its task is TERMINATING,
             # so if no source is now, none of the rows just read was missing.
-            gone = self.reader.gone(list(self.sources))
+            gone = self.reader.gone()
             if gone:
                 raise ExportFailed(f"source import {gone[0]} was terminated ({gone[1]})")
             self.file.write(buf.getvalue().encode())
@@ -164,9 +169,16 @@ class ExportJob(Job):
             )
 
     def finished(self, outcome: str) -> None:
-        if self.file is not None:
-            self.file.close()
         data_dir, task_id = self.config["DATA_DIR"], self.task.id
+        if self.file is not None:
+            if outcome == PAUSED:
+                # A pause drops the batch in hand (store.commit): cut what it wrote,
+                # so a paused export's file ends at its checkpoint. Read after the
+                # pause committed; the file is still locked by this run.
+                now = self.store.get(task_id)
+                if now is not None:
+                    self.file.cut(now.bytes_done)
+            self.file.close()
         if outcome == COMPLETED:
             finalize(data_dir, task_id)
         elif outcome == LOST:
@@ -199,7 +211,7 @@ def create(store: Store, task_id: int | None, column: str | None, start, end) ->
 
     Raises export_plan.PlanError for a request to refuse.
     """
-    with store.reader.connect() as conn:  # one snapshot on SQLite; ordered reads anyway
+    with store.reader.connect() as conn:
         plan = export_plan.make_plan(conn, task_id, column, start, end)
     return store.create_task(
         kind="export",

@@ -6,14 +6,16 @@ from the source CSV (csv module + datetime), never with the service's own code.
 
 import csv
 import io
+import json
 import os
 from datetime import date, datetime
-from itertools import zip_longest
+from itertools import chain, zip_longest
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
-from tests.helpers import task, upload, wait_rows, wait_status, write_rows
+from tests.helpers import task, upload, wait_for, wait_rows, wait_status, write_rows
 
 N = 300_000
 SLOW = 100_000  # rows/s: exports long enough to act on, short enough for CI
@@ -37,7 +39,10 @@ def as_date(value: str) -> date | None:
 
 
 def source_rows(path: Path, column=None, start=None, end=None, limit=None):
-    """(header, rows) of a CSV, rows kept when `column` is a date within [start, end]."""
+    """(header, rows) of a CSV, rows kept when `column` is a date within [start, end].
+
+    A row of the wrong width (a row error for the import) is left out.
+    """
     with open(path, newline="", encoding="utf-8") as f:
         header = next(csv.reader(f))
     lo, hi = as_date(start) if start else date.min, as_date(end) if end else date.max
@@ -49,6 +54,8 @@ def source_rows(path: Path, column=None, start=None, end=None, limit=None):
             for n, row in enumerate(reader):
                 if limit is not None and n >= limit:
                     return
+                if len(row) != len(header):
+                    continue
                 if column is not None:
                     day = as_date(row[header.index(column)])
                     if day is None or not lo <= day <= hi:
@@ -111,7 +118,7 @@ def test_date_filters_in_both_formats_and_the_union_of_headers(app, client, star
     c.write_text("id,other\n9,2017-10-10\n")
     ta = imported(client, a)
     imported(client, b)
-    # Rows rolled back between b's and c's leave a gap of keys wider than a page.
+    # An import terminated between b and c: none of its rows is exported.
     gap = imported(client, write_rows(tmp_path / "gap.csv", 5_000))
     tc = imported(client, c)
     client.post(f"/terminate/{gap}")
@@ -160,8 +167,56 @@ def test_date_filters_in_both_formats_and_the_union_of_headers(app, client, star
     assert export_files(app, one) == [f"{one}.csv"]
 
 
+def with_bad_rows(path: Path, after: int, count: int) -> Path:
+    """The CSV again with `count` one-field lines (row errors) after its first `after` rows."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    rows[after + 1 : after + 1] = [["bad"]] * count
+    out = path.with_name(f"{path.stem}-bad.csv")
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    return out
+
+
+def test_an_export_of_several_imports_writes_them_task_by_task(client, start_worker, tmp_path):
+    start_worker(IMPORT_MAX_ROWS_PER_S=20_000)  # two processes: a and b import side by side
+    a = write_rows(tmp_path / "a.csv", 15_000, seed=11)
+    b = write_rows(tmp_path / "b.csv", 15_000, seed=12)
+    # c's rows 3,001 to 5,500 are row errors: whole pages of its row numbers hold no row.
+    c = with_bad_rows(write_rows(tmp_path / "c.csv", 6_000, seed=13), 3_000, 2_500)
+    ids = [upload(client, p, max_errors=10_000).get_json()["id"] for p in (a, b, c)]
+    for tid in ids:
+        wait_status(client, tid, "COMPLETED")
+    assert task(client, ids[2])["error_count"] == 2_500
+
+    window = {"column": "date", "from": "2016-03-01", "to": "08/31/2018"}
+    kept = ("date", window["from"], window["to"])
+    everything, filtered = export(client), export(client, **window)
+    only_c = export(client, task_id=ids[2], **window)
+    for tid in (everything, filtered, only_c):
+        wait_status(client, tid, "COMPLETED")
+
+    header, rows = downloaded(client, everything)
+    assert header == source_rows(a)[0]
+    n = assert_same_rows(rows, chain(*(source_rows(p)[1] for p in (a, b, c))))
+    assert n == 36_000 == task(client, everything)["rows_total"]
+    header, rows = downloaded(client, filtered)
+    expected = chain(*(source_rows(p, *kept)[1] for p in (a, b, c)))
+    n = assert_same_rows(rows, expected)
+    assert 10_000 < n < 36_000 and task(client, filtered)["rows_total"] == n
+    header, rows = downloaded(client, only_c)
+    assert assert_same_rows(rows, source_rows(c, *kept)[1]) == task(client, only_c)["rows_total"]
+
+
 def part_size(app, tid) -> int:
     return (Path(app.config["DATA_DIR"]) / "exports" / f"{tid}.csv.part").stat().st_size
+
+
+def wait_cut_back(app, paused: dict) -> None:
+    """Nothing past the checkpoint of a PAUSED export, once its run has stopped (the
+    pause dropped the batch in hand, written but not committed)."""
+    tid, size = paused["id"], paused["bytes_done"]
+    wait_for(lambda: part_size(app, tid) == size, 30, f"export {tid} cut back to {size} bytes")
 
 
 def test_paused_and_resumed_export_writes_each_row_once(app, client, start_worker, big_csv):
@@ -174,7 +229,7 @@ def test_paused_and_resumed_export_writes_each_row_once(app, client, start_worke
         mark = wait_rows(client, tid, mark + 25_000)["last_row"]
         assert client.post(f"/pause/{tid}").status_code == 202
         paused = wait_status(client, tid, "PAUSED")
-        assert part_size(app, tid) == paused["bytes_done"]  # nothing past the checkpoint
+        wait_cut_back(app, paused)
         assert paused["rows_imported"] == paused["last_row"] < paused["rows_total"]
         assert 0 < paused["progress"] < 1
         assert client.post(f"/resume/{tid}").status_code == 202
@@ -187,6 +242,36 @@ def test_paused_and_resumed_export_writes_each_row_once(app, client, start_worke
     assert done["rows_imported"] == done["last_row"] == done["rows_total"] == n
     assert done["progress"] == 1 and done["filename"] == f"export-{tid}.csv"
     assert export_files(app, tid) == [f"{tid}.csv"]
+
+
+def test_an_export_paused_in_each_source_writes_the_file_of_one_never_paused(
+    app, client, start_worker, tmp_path
+):
+    start_worker(IMPORT_MAX_ROWS_PER_S=20_000)
+    paths = [write_rows(tmp_path / f"s{i}.csv", 20_000, seed=20 + i) for i in range(3)]
+    paths[1] = with_bad_rows(paths[1], 10_000, 3_000)  # row numbers with no row
+    for path in paths:
+        imported(client, path, max_errors=5_000)
+    steady, stopped = export(client), export(client)
+    # Paused inside the first source, then inside the second: each resume goes on
+    # from a checkpoint within a source and across the boundary after it.
+    for mark, boundary in ((3_000, 20_000), (23_000, 40_000)):
+        wait_rows(client, stopped, mark)
+        assert client.post(f"/pause/{stopped}").status_code == 202
+        paused = wait_status(client, stopped, "PAUSED")
+        assert mark <= paused["last_row"] < boundary
+        wait_cut_back(app, paused)
+        assert client.post(f"/resume/{stopped}").status_code == 202
+    for tid in (steady, stopped):
+        assert wait_status(client, tid, "COMPLETED")["rows_imported"] == 60_000
+    response = client.get(f"/tasks/{steady}/download")
+    steady_bytes = response.get_data()
+    response.close()
+    header, rows = downloaded(client, stopped)
+    assert assert_same_rows(rows, chain(*(source_rows(p)[1] for p in paths))) == 60_000
+    response = client.get(f"/tasks/{stopped}/download")
+    assert response.get_data() == steady_bytes
+    response.close()
 
 
 def test_export_whose_worker_is_killed_is_taken_over(app, client, start_worker, big_csv):
@@ -246,7 +331,7 @@ def test_terminate_removes_the_file_and_a_terminated_source_fails_an_export(
     wait_rows(client, doomed, 2_000)
     client.post(f"/pause/{doomed}")
     paused = wait_status(client, doomed, "PAUSED")
-    assert part_size(app, doomed) == paused["bytes_done"]
+    wait_cut_back(app, paused)
     client.post(f"/terminate/{src}")
     wait_status(client, src, "REVOKED")
     refused = client.post("/exports", json={"task_id": src})
@@ -258,6 +343,81 @@ def test_terminate_removes_the_file_and_a_terminated_source_fails_an_export(
     client.post(f"/terminate/{doomed}")
     wait_status(client, doomed, "REVOKED")
     assert export_files(app, doomed) == []
+
+
+def test_reader_goes_source_by_source_and_resumes_from_any_position(app, engine):
+    from app.export_reader import Reader, Source
+
+    # Task 5's rows 3 to 5 were row errors, its rows 8 and 9 came after its bound;
+    # task 4 is no source; a source with bound 0 had no row yet.
+    rows = {2: [1, 2, 3], 4: [1, 2], 5: [1, 2, 6, 7, 8, 9]}
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO csv_entries (task_id, row_number, data) VALUES (:t, :r, :d)"),
+            [
+                {"t": t, "r": r, "d": json.dumps([f"2017-0{r}-0{t}", f"{t}-{r}"])}
+                for t, numbers in rows.items()
+                for r in numbers
+            ],
+        )
+    names = ["day", "label"]
+    specs = [(1, 0), (2, 3), (3, 0), (5, 7), (6, 0)]
+    sources = [Source({"id": i, "bound": b, "date": 0}, names, names) for i, b in specs]
+    keys = [(2, 1), (2, 2), (2, 3), (5, 1), (5, 2), (5, 6), (5, 7)]
+    store = app.extensions["store"]
+
+    def read(reader, at, n, count_only=False):
+        """Pages from `at` to the end: (rows, [(position, rows so far)])."""
+        got, marks = [], []
+        while at < reader.end:
+            _src, page, after = reader.page(at, n, count_only)
+            assert after > at
+            got += page
+            at = after
+            marks.append((at, len(got)))
+        return got, marks
+
+    for n in (1, 2, 3, 1_000):
+        reader = Reader(store, sources, filtered=False)
+        assert reader.end == 10
+        got, marks = read(reader, 0, n)
+        assert [json.loads(data)[1] for data, _day in got] == [f"{t}-{r}" for t, r in keys]
+        for at, done in marks:  # a run resumed at any checkpoint reads the rest, once
+            assert read(reader, at, n)[0] == got[done:]
+    counting = Reader(store, sources, filtered=True)  # the database extracts the date
+    got, _marks = read(counting, 0, 2, count_only=True)
+    assert got == [(None, f"2017-0{r}-0{t}") for t, r in keys]
+
+
+def test_an_export_planned_over_entry_ids_starts_over_or_fails(
+    client, engine, start_worker, tmp_path
+):
+    first = start_worker()
+    path = write_rows(tmp_path / "old.csv", 3_000, seed=4)
+    src = imported(client, path)
+    first.kill_group()  # the exports below wait for the next worker
+    window = {"column": "date", "from": "2016-01-01", "to": "2017-12-31"}
+    counting, writing = export(client, task_id=src, **window), export(client, task_id=src)
+    # As migration 0003 leaves them: a plan over csv_entries.id, checkpoints in ids.
+    with engine.begin() as conn:
+        for tid, size in ((counting, 0), (writing, 1_234)):
+            options = json.loads(
+                conn.execute(text("SELECT options FROM tasks WHERE id = :i"), {"i": tid}).scalar()
+            )
+            options["snapshot"].update(lo=0, hi=99_999)
+            conn.execute(
+                text(
+                    "UPDATE tasks SET options = :o, cursor = 77777, rows_total = 55, "
+                    "bytes_done = :b WHERE id = :i"
+                ),
+                {"o": json.dumps(options), "b": size, "i": tid},
+            )
+    start_worker()
+    done = wait_status(client, counting, "COMPLETED")  # nothing written: counted again
+    rows = downloaded(client, counting)[1]
+    assert assert_same_rows(rows, source_rows(path, *window.values())[1]) == done["rows_total"]
+    failed = wait_status(client, writing, "FAILED")
+    assert "export again" in failed["error"]
 
 
 def error_of(response, code) -> dict:
