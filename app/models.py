@@ -56,7 +56,7 @@ class Task(db.Model):
     bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
     line_number: Mapped[int] = mapped_column(BigInteger, default=1)
-    # Export: rows matched and the last entry key read.
+    # Export: rows matched, and how far it has read (a position along its sources' rows).
     rows_total: Mapped[int | None] = mapped_column(BigInteger)
     cursor: Mapped[int | None] = mapped_column(BigInteger)
     max_errors: Mapped[int] = mapped_column(BigInteger, default=1000)

@@ -32,28 +32,16 @@ def paused_page(conn: Connection, limit: int, before: int | None):
     return conn.execute(stmt.order_by(T.c.id.desc()).limit(limit)).all()
 
 
-# The key of an entry, (task_id, row_number), as one cursor integer: task ids are
-# 32-bit, and a task's row numbers stay under 2**32 (4,294,967,296 rows).
-ROW_BITS = 32
-
-
-def entry_key(row) -> int:
-    return row.task_id << ROW_BITS | row.row_number
-
-
-def entries_page(conn: Connection, limit: int, after: int | None, task_id: int | None):
+def entries_page(conn: Connection, limit: int, after, task_id: int | None):
     """Imported rows in import order, by primary key: task by task, row by row.
 
-    `after` is a row number with `task_id`, else an `entry_key`.
+    `after` is the key (task_id, row_number) the page starts after.
     """
     stmt = select(C.c.task_id, C.c.row_number, C.c.data)
     if task_id is not None:
         stmt = stmt.where(C.c.task_id == task_id)
-        if after is not None:
-            stmt = stmt.where(C.c.row_number > after)
-    elif after is not None:
-        task, row = after >> ROW_BITS, after & ((1 << ROW_BITS) - 1)
-        stmt = stmt.where(tuple_(C.c.task_id, C.c.row_number) > tuple_(task, row))
+    if after is not None:
+        stmt = stmt.where(tuple_(C.c.task_id, C.c.row_number) > tuple_(*after))
     return conn.execute(stmt.order_by(C.c.task_id, C.c.row_number).limit(limit)).all()
 
 

@@ -13,8 +13,11 @@ MAX_ID = 2**31 - 1  # tasks.id is a 32-bit integer on PostgreSQL
 MAX_BIGINT = 2**63 - 1
 # A cursor is the last key of a page in hex. The patterns admit exactly the keys that
 # fit the column (32-bit task ids, 64-bit row ids): every string they match is valid.
-TASK_CURSOR = r"^([0-9a-f]{1,7}|[0-7][0-9a-f]{7})$"
-ROW_CURSOR = r"^([0-9a-f]{1,15}|[0-7][0-9a-f]{15})$"
+_TASK_HEX, _ROW_HEX = r"[0-9a-f]{1,7}|[0-7][0-9a-f]{7}", r"[0-9a-f]{1,15}|[0-7][0-9a-f]{15}"
+TASK_CURSOR = rf"^({_TASK_HEX})$"
+ROW_CURSOR = rf"^({_ROW_HEX})$"
+# An entry across tasks: "<task_id>.<row_number>" (the key of csv_entries).
+ENTRY_CURSOR = rf"^((?:{_TASK_HEX})\.)?({_ROW_HEX})$"
 
 
 def _count(description: str | None = None) -> fields.Integer:
@@ -123,6 +126,7 @@ class TaskListArgs(TaskPageArgs):
 
 
 class EntryListArgs(PageArgs):
+    cursor = _cursor(ENTRY_CURSOR)
     task_id = fields.Integer(
         load_default=None,
         validate=validate.Range(0, MAX_ID),
@@ -139,6 +143,7 @@ class TaskListSchema(ma.Schema):
 
 
 class EntrySchema(ma.Schema):
+    id = fields.String(required=True, metadata={"description": "`<task_id>:<row_number>`"})
     task_id = fields.Integer(required=True)
     row_number = fields.Integer(required=True)
     data = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
@@ -204,14 +209,19 @@ class UploadSchema(ma.Schema):
     )
 
 
-def encode_cursor(key: int) -> str:
+def encode_cursor(key: int | tuple[int, int]) -> str:
+    if isinstance(key, tuple):
+        return ".".join(format(part, "x") for part in key)
     return format(key, "x")
 
 
-def decode_cursor(cursor: str) -> int:
+def decode_cursor(cursor: str) -> int | tuple[int, int]:
     """Return the key inside a cursor; ValueError if it is not one of ours."""
-    if not re.fullmatch(ROW_CURSOR, cursor):
+    if not re.fullmatch(ENTRY_CURSOR, cursor):
         raise ValueError("invalid cursor")
+    if "." in cursor:
+        task, row = cursor.split(".")
+        return int(task, 16), int(row, 16)
     return int(cursor, 16)
 
 

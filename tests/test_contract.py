@@ -215,8 +215,10 @@ def test_newman_runs_the_postman_collection(live_server_factory, tmp_path):
         ("get", "/tasks?cursor=80000000", None, 400),  # was a 500 on PostgreSQL (int4)
         ("get", "/paused_tasks?cursor=0d6a747e0", None, 400),
         ("get", "/terminated_tasks?cursor=ed95a9a9893fe04", None, 400),
-        ("get", "/csv_entries?cursor=7fffffffffffffff", None, 200),
-        ("get", "/csv_entries?cursor=8000000000000000", None, 400),  # was an overflow
+        ("get", "/csv_entries?cursor=7fffffff.7fffffffffffffff", None, 200),  # largest key
+        ("get", "/csv_entries?cursor=80000000.0", None, 400),  # past tasks.id
+        ("get", "/csv_entries?cursor=0.8000000000000000", None, 400),  # was an overflow
+        ("get", "/csv_entries?cursor=7fffffffffffffff", None, 200),  # a row number: task 0
         ("get", "/tasks/1/errors?cursor=ffffffffffffffffff", None, 400),
         ("get", "/csv_entries?task_id=2147483648", None, 400),
         ("get", "/tasks/2147483648", None, 404),  # past tasks.id: routing, no SQL

@@ -287,6 +287,7 @@ def test_entries_page_by_key_across_tasks(client, stack, start_worker, tmp_path)
     while path:
         body = client.get(path).get_json()
         everything += [(e["task_id"], e["row_number"]) for e in body["entries"]]
+        assert all(e["id"] == f"{e['task_id']}:{e['row_number']}" for e in body["entries"])
         path = body["next"]
     assert everything == [(a, n) for n in range(1, 251)] + [(b, n) for n in range(1, 121)]
     wait_for(lambda: client.get("/healthz").get_json()["workers"] >= 1, 30, "worker in healthz")

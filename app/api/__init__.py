@@ -108,7 +108,7 @@ def store() -> Store:
     return current_app.extensions["store"]
 
 
-def page_cursor(args: dict) -> int | None:
+def page_cursor(args: dict) -> int | tuple[int, int] | None:
     """The key a page starts after, from the opaque `cursor` argument."""
     if not args.get("cursor"):
         return None

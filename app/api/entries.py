@@ -28,20 +28,25 @@ def list_entries(args):
     task_id = args["task_id"]
     if task_id is not None:
         _require_task(conn, task_id)
-    rows = queries.entries_page(conn, args["limit"], page_cursor(args), task_id)
+    after = page_cursor(args)
+    if after is not None and not isinstance(after, tuple):  # a row number: in task_id
+        after = (task_id or 0, after)
+    rows = queries.entries_page(conn, args["limit"], after, task_id)
     headers = {
         k: orjson.loads(v or "[]")
         for k, v in queries.headers(conn, {r.task_id for r in rows}).items()
     }
     entries = [
         {
+            "id": f"{r.task_id}:{r.row_number}",
             "task_id": r.task_id,
             "row_number": r.row_number,
             "data": dict(zip(headers[r.task_id], orjson.loads(r.data), strict=False)),
         }
         for r in rows
     ]
-    key = (lambda r: r.row_number) if task_id is not None else queries.entry_key
+    # Within one task the cursor is the row number, else the key (task_id, row_number).
+    key = (lambda r: r.row_number) if task_id is not None else (lambda r: (r.task_id, r.row_number))
     return {"entries": entries, "next": next_link(rows, args, key)}
 
 
