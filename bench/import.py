@@ -256,6 +256,11 @@ def raw_delete_seconds(svc: c.Service, database_url: str | None, task_id) -> flo
 
     The copy is made under an id no task has (csv_entries has no foreign key), then
     deleted in one transaction; the task's own rows are left for the service's terminate.
+    The database is checkpointed before the DELETE and again after it, so that the
+    DELETE and the terminate that follows both start from a checkpoint: on PostgreSQL
+    the first change to a page after one logs the whole page, and the copy, written
+    just before, would otherwise be spared that while the task's own rows are not
+    (0.76 s against 1.34 s for the same 1,000,000-row DELETE, measured here).
     """
     tid = int(task_id)
     fake = -tid  # task ids are positive
@@ -279,6 +284,7 @@ def raw_delete_seconds(svc: c.Service, database_url: str | None, task_id) -> flo
             n = db.execute(delete.format(p="?"), (fake,)).rowcount
             db.execute("COMMIT")
             took = c.time.perf_counter() - t0
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             db.close()
     else:
@@ -287,10 +293,14 @@ def raw_delete_seconds(svc: c.Service, database_url: str | None, task_id) -> flo
         with psycopg.connect(c.libpq_url(database_url)) as conn:
             conn.execute(copy.format(p="%s"), (fake, tid))
             conn.commit()
+            conn.execute("CHECKPOINT")  # a superuser's (or pg_checkpoint's) right
+            conn.commit()
             t0 = c.time.perf_counter()
             n = conn.execute(delete.format(p="%s"), (fake,)).rowcount
             conn.commit()
             took = c.time.perf_counter() - t0
+            conn.execute("CHECKPOINT")
+            conn.commit()
     c.log(f"raw DELETE of {n:,} rows in the service's table: {took:.2f} s")
     return took
 
