@@ -26,7 +26,7 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 def on_starting(server):
     """Apply migrations once, before any web worker starts."""
     from app import create_app
-    from app.schema import upgrade
+    from app.core.migrate import upgrade
 
     upgrade(create_app())
 

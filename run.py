@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gunicorn.app.base import Application
 
-from app.importer import die_with_parent
+from app.kinds.imports.parser import die_with_parent
 
 HERE = Path(__file__).resolve().parent
 

@@ -9,8 +9,9 @@ import sys
 import threading
 import time
 
-from app import control, create_app
-from app.schema import upgrade
+from app import create_app
+from app.core import control
+from app.core.migrate import upgrade
 
 flask_app = create_app()
 celery_app = flask_app.extensions["celery"]

@@ -7,17 +7,17 @@ from celery import Celery, Task
 from flask import Flask
 from flask_migrate import Migrate
 
-from . import config
-from .database import configure_engine
-from .models import db
-from .store import Store
+from app import config
+from app.core.database import configure_engine
+from app.core.models import db
+from app.core.store import Store
 
 RUNS_QUEUE = "runs"
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: settings, database, API, page and Celery."""
-    app = Flask(__name__)
+    app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     app.json.sort_keys = False  # entries' data keeps the CSV's column order
     app.config.from_mapping(config.from_environment())
     app.config.update(
@@ -40,13 +40,14 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.extensions["store"] = Store(db.engine)
     Migrate(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
 
-    from . import api, auth, errors, uploads, views
+    from app.core import uploads
+    from app.web import api, auth, errors, page
 
     uploads.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
     api.init_app(app)
-    app.register_blueprint(views.bp)
+    app.register_blueprint(page.bp)
     celery_init_app(app)
     return app
 
@@ -65,7 +66,7 @@ def celery_settings(cfg: dict) -> dict:
     if cfg.get("REDIS_URL"):
         settings["broker_url"] = cfg["REDIS_URL"]
         return settings
-    from .broker import SCHEME as broker_scheme
+    from app.core.broker import SCHEME as broker_scheme
 
     broker = Path(cfg["DATA_DIR"]) / "broker"
     settings["broker_url"] = f"{broker_scheme}://localhost/"
@@ -94,7 +95,7 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.set_default()
     celery_app.flask_app = app
     app.extensions["celery"] = celery_app
-    from . import tasks  # noqa: F401  (registers the tasks)
+    from app.core import dispatch  # noqa: F401  (registers the Celery task)
 
     return celery_app
 

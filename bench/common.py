@@ -197,7 +197,7 @@ def status_kb(pid: int, *keys: str) -> dict[str, int]:
 
 def role(cmd: str) -> str:
     """What a service process is, from its command line."""
-    if "importer.py" in cmd:
+    if "imports/parser.py" in cmd:
         return "reader"
     if "worker.py" in cmd:
         return "worker"

@@ -153,7 +153,7 @@ def postgres_baseline(url: str, path: Path, rows: int, repeat: int) -> tuple[flo
 def _batches(path: Path, size: int, copy_task_id: int | None = None):
     """The service's own batches of a file (app.importer.read_batches, in this process):
     (row_number, JSON array text) pairs, or with ``copy_task_id`` binary COPY blocks."""
-    from app.importer import CsvOptions, inspect, read_batches
+    from app.kinds.imports.parser import CsvOptions, inspect, read_batches
 
     options = CsvOptions()
     layout = inspect(str(path), options)

@@ -7,7 +7,7 @@ VmRSS over the processes of interest; the peak is the largest sum. Each process'
 VmHWM (the kernel's peak) is kept too.
 
 - Worker: the worker's whole tree (the Celery main process, its prefork pool children,
-  and the CSV reader child each import runs, ``python .../app/importer.py``), idle
+  and the CSV reader child each import runs, ``python .../app/kinds/imports/parser.py``), idle
   before the upload (baseline) and while importing a file of 100,000 and of 1,000,000
   rows, each on a fresh service. Target: growth under 30 MB, the same for both sizes
   (memory must not grow with the file).

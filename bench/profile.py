@@ -5,7 +5,7 @@
 
 Starts the service (embedded worker), attaches ``py-spy record --subprocesses`` to the
 worker's main process (so its prefork pool children and each import's CSV reader
-child, ``python app/importer.py``, are sampled too) and imports the generated file
+child, ``python app/kinds/imports/parser.py``, are sampled too) and imports the generated file
 three times: once without py-spy, reading each process's scheduler statistics from /proc
 (time on a CPU, waiting for a CPU, asleep: what py-spy's "busy" cannot tell apart on a
 loaded machine), once recording collapsed stacks (``--raw``, summarised below), once
@@ -14,7 +14,7 @@ over the import's duration x the rate is the share of a core it kept busy.
 
 The summary prints, per process, its busy share, and where its samples go: for the
 worker's pool child by the frames that name the database writes and the wait for the
-reader; for the reader child by its line in app/importer.py (CSV parsing, JSON encoding,
+reader; for the reader child by its line in app/kinds/imports/parser.py (CSV parsing, JSON encoding,
 pickling to the pipe).
 """
 
@@ -84,8 +84,10 @@ def summarise(raw: Path, seconds: float, source: Path) -> str:
             continue
         n, frames = int(n), stack.split(";")
         if "_serve (" in stack:
-            roles["CSV reader child (app/importer.py)"] += n
-            leaf = next((f for f in reversed(frames) if "(app/importer.py:" in f), frames[-1])
+            roles["CSV reader child (app/kinds/imports/parser.py)"] += n
+            leaf = next(
+                (f for f in reversed(frames) if "(app/kinds/imports/parser.py:" in f), frames[-1]
+            )
             reader[leaf] += n
         elif "run_task" in stack:
             roles["worker pool child (the run: database writes)"] += n
@@ -101,11 +103,15 @@ def summarise(raw: Path, seconds: float, source: Path) -> str:
                 main["Celery consumer loop and pool threads"] += n
 
     def source_line(frame: str) -> str:
-        m = re.search(r"\(app/importer.py:(\d+)\)", frame)
+        m = re.search(r"\(app/kinds/imports/parser.py:(\d+)\)", frame)
         if not m:
             return frame
         try:
-            text = (source / "app" / "importer.py").read_text().splitlines()[int(m.group(1)) - 1]
+            text = (
+                (source / "app" / "kinds" / "imports" / "parser.py")
+                .read_text()
+                .splitlines()[int(m.group(1)) - 1]
+            )
         except (OSError, IndexError):
             return frame
         return f"{frame}: {text.strip()[:70]}"

@@ -44,7 +44,7 @@ def app_spec() -> dict:
         os.environ.update(DATA_DIR=data_dir, DATABASE_URL="", REDIS_URL="", API_TOKEN="")
         try:
             from app import create_app
-            from app.models import db
+            from app.core.models import db
 
             app = create_app()
             with app.test_client() as client:

@@ -9,7 +9,7 @@ under CI=true, where they fail.
 import pytest
 
 from app import create_app
-from app.schema import upgrade
+from app.core.migrate import upgrade
 from tests.helpers import RUNNING_SERVERS, Proc, free_port, stack_env, wait_for
 
 
@@ -27,7 +27,7 @@ def app(stack, monkeypatch):
     application = create_app({"TESTING": True})
     upgrade(application)
     yield application
-    from app.models import db
+    from app.core.models import db
 
     with application.app_context():
         db.engine.dispose()
@@ -41,7 +41,7 @@ def client(app):
 @pytest.fixture
 def engine(app):
     """A plain engine on the app's database, for checking results with SQL."""
-    from app.models import db
+    from app.core.models import db
 
     with app.app_context():
         eng = db.engine

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from app import auth, create_app
+from app import create_app
+from app.web import auth
 from tests.helpers import ROOT
 
 TOKEN = "s3cret-token"

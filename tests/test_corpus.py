@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import text
 
 from app import create_app
-from app.schema import upgrade
+from app.core.migrate import upgrade
 from tests.helpers import Proc, stack_env, upload, wait_for, wait_status
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -107,7 +107,7 @@ def service(request, tmp_path_factory):
             yield Service(app, worker)
         finally:
             worker.kill_group()
-            from app.models import db
+            from app.core.models import db
 
             with app.app_context():
                 db.engine.dispose()

@@ -346,7 +346,7 @@ def test_terminate_removes_the_file_and_a_terminated_source_fails_an_export(
 
 
 def test_reader_goes_source_by_source_and_resumes_from_any_position(app, engine):
-    from app.export_reader import Reader, Source
+    from app.kinds.exports.reader import Reader, Source
 
     # Task 5's rows 3 to 5 were row errors, its rows 8 and 9 came after its bound;
     # task 4 is no source; a source with bound 0 had no row yet.
@@ -490,7 +490,7 @@ def test_bad_requests_are_400_and_create_nothing(client, engine, tmp_path):
 
 
 def test_part_file_is_cut_back_and_a_stale_holder_cannot_touch_it(tmp_path):
-    from app.export_file import PartFile
+    from app.kinds.exports.outfile import PartFile
 
     path = str(tmp_path / "1.csv.part")
     first = PartFile(path, 0)

@@ -233,7 +233,7 @@ def test_sigterm_while_a_pause_is_pending(client, engine, stack, start_worker, c
 def test_the_same_task_delivered_twice_at_once(app, client, engine, stack, start_worker, csv10k):
     """Two workers (two slots each) get the same task three times at once, at start and
     at resume, and once more after it completed: one run at a time, each row once."""
-    from app.tasks import run_task
+    from app.core.dispatch import run_task
 
     workers = [start_worker(concurrency=2, IMPORT_MAX_ROWS_PER_S=RATE) for _ in range(2)]
     tid = upload(client, csv10k).get_json()["id"]  # delivery 1
@@ -320,7 +320,7 @@ def test_database_connections_dropped_mid_import(client, engine, stack, start_wo
 def test_a_dropped_link_on_the_last_empty_commit_still_completes(app, client, tmp_path):
     """The file ends exactly at a batch boundary, so the last step is empty (done, no
     rows, the same checkpoint as the step before). Its commit fails before it lands."""
-    from app import runner
+    from app.core import runner
 
     rows = 300
     tid = upload(client, write_rows(tmp_path / "r.csv", rows)).get_json()["id"]
@@ -521,7 +521,7 @@ def test_orphan_uploads_are_removed_and_needed_ones_kept(app, client, tmp_path):
     """The control loop's cleanup, in one pass: what it removes and what it keeps."""
     import fcntl
 
-    from app.control import remove_orphan_uploads
+    from app.core.control import remove_orphan_uploads
 
     uploads = Path(app.config["DATA_DIR"]) / "uploads"
     tid = upload(client, write_rows(tmp_path / "q.csv", 10)).get_json()["id"]  # QUEUED

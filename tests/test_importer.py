@@ -7,7 +7,7 @@ import struct
 import orjson
 import pytest
 
-from app.importer import CsvOptions, UploadRejected, inspect, read_batches
+from app.kinds.imports.parser import CsvOptions, UploadRejected, inspect, read_batches
 
 
 def write(tmp_path, content: bytes, name="f.csv"):

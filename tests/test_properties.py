@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from app import runner
-from app import states as S
-from app.importer import CsvOptions, inspect, read_batches
-from app.store import COMPLETED, CONTINUE, LOST, PAUSED, Step
+from app.core import runner
+from app.core import states as S
+from app.core.store import COMPLETED, CONTINUE, LOST, PAUSED, Step
+from app.kinds.imports.parser import CsvOptions, inspect, read_batches
 
 FAST = settings(
     max_examples=150,

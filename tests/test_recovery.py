@@ -97,7 +97,7 @@ def test_redis_killed_and_restarted_mid_import(stack, own_redis, monkeypatch, tm
     stack["REDIS_URL"] = url
     monkeypatch.setenv("REDIS_URL", url)
     from app import create_app
-    from app.schema import upgrade
+    from app.core.migrate import upgrade
     from tests.helpers import Proc
 
     for key, value in stack.items():
@@ -120,7 +120,7 @@ def test_redis_killed_and_restarted_mid_import(stack, own_redis, monkeypatch, tm
         wait_status(client, tid, "COMPLETED")
         later = upload(client, write_rows(tmp_path / "later.csv", 1_000)).get_json()["id"]
         wait_status(client, later, "COMPLETED")  # the worker reconnected
-        from app.models import db
+        from app.core.models import db
 
         with app.app_context():
             assert_exact(db.engine, tid, ROWS)

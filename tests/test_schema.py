@@ -6,8 +6,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from app import create_app
-from app.models import db
-from app.schema import upgrade
+from app.core.migrate import upgrade
+from app.core.models import db
 
 
 def test_migrations_build_exactly_the_models(app):

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from app import states as S
-from app.store import COMPLETED, CONTINUE, LOST, PAUSED, Step
+from app.core import states as S
+from app.core.store import COMPLETED, CONTINUE, LOST, PAUSED, Step
 from tests.helpers import row_stats
 
 
@@ -164,7 +164,7 @@ def test_a_commit_that_landed_before_the_link_dropped_is_not_repeated(
     """The connection dies after COMMIT reached the database: the retry must see it landed."""
     from sqlalchemy.exc import OperationalError
 
-    from app import runner
+    from app.core import runner
 
     token, _ = store.claim(task_id)
     real, dropped = store.commit, []

@@ -7,7 +7,7 @@ import marshmallow as ma
 from flask_smorest.fields import Upload
 from marshmallow import fields, validate
 
-from . import states as S
+from app.core import states as S
 
 MAX_ID = 2**31 - 1  # tasks.id is a 32-bit integer on PostgreSQL
 MAX_BIGINT = 2**63 - 1

@@ -6,12 +6,12 @@ import orjson
 from flask import current_app
 from werkzeug.datastructures import FileStorage
 
-from .. import importer
-from ..errors import ApiError
-from ..schemas import TaskSchema, UploadSchema
-from ..tasks import enqueue
-from ..uploads import adopt, insufficient_storage
-from . import Blueprint, store, task_dict, task_links
+from app.core.dispatch import enqueue
+from app.core.uploads import adopt, insufficient_storage
+from app.kinds.imports import parser as importer
+from app.web.api import Blueprint, store, task_dict, task_links
+from app.web.errors import ApiError
+from app.web.schemas import TaskSchema, UploadSchema
 
 blp = Blueprint("uploads", __name__, description="Upload a CSV file to import")
 

@@ -4,15 +4,16 @@ import marshmallow as ma
 from flask import current_app, request, send_file
 from marshmallow import fields, validate
 
-from .. import exports, queries
-from .. import states as S
-from ..auth import signed
-from ..errors import ApiError
-from ..export_plan import PlanError, parse_date
-from ..models import db
-from ..schemas import MAX_ID, TaskSchema
-from ..tasks import enqueue
-from . import Blueprint, store, task_dict, task_links
+from app.core import queries
+from app.core import states as S
+from app.core.dispatch import enqueue
+from app.core.models import db
+from app.kinds.exports import job as exports
+from app.kinds.exports.plan import PlanError, parse_date
+from app.web.api import Blueprint, store, task_dict, task_links
+from app.web.auth import signed
+from app.web.errors import ApiError
+from app.web.schemas import MAX_ID, TaskSchema
 
 blp = Blueprint("exports", __name__, description="Export imported rows to a CSV file")
 EXPORT_LINKS = ("get_task", "pause", "resume", "terminate", "download", "download_link")

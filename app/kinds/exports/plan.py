@@ -14,8 +14,8 @@ from datetime import date
 import orjson
 from sqlalchemy import select
 
-from . import states as S
-from .models import Task
+from app.core import states as S
+from app.core.models import Task
 
 T = Task.__table__
 

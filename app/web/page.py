@@ -2,7 +2,7 @@
 
 from flask import Blueprint, render_template
 
-from .auth import public
+from app.web.auth import public
 
 bp = Blueprint("views", __name__)
 

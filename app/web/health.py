@@ -3,9 +3,9 @@
 from flask import current_app
 from sqlalchemy import text
 
-from ..models import db
-from ..schemas import HealthSchema
-from . import Blueprint
+from app.core.models import db
+from app.web.api import Blueprint
+from app.web.schemas import HealthSchema
 
 blp = Blueprint("health", __name__, description="Service health")
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine, event, insert
 from sqlalchemy.exc import DBAPIError
 
-from .models import TaskError
+from app.core.models import TaskError
 
 E = TaskError.__table__
 

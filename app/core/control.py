@@ -18,10 +18,10 @@ from celery import signals
 from celery.worker.control import control_command
 from sqlalchemy import or_, select
 
-from . import runner, uploads
-from . import states as S
-from .models import Task, db
-from .tasks import enqueue
+from app.core import runner, uploads
+from app.core import states as S
+from app.core.dispatch import enqueue
+from app.core.models import Task, db
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def control_loop(app, stop: threading.Event) -> None:
             try:
                 for task_id in store.unheld_terminations():
                     runner.rollback(store, task_id)
-                store.checkpoint()
+                store.wal_checkpoint()
                 now = time.monotonic()
                 if now >= next_sweep:
                     next_sweep = now + interval

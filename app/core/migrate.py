@@ -8,7 +8,7 @@ from flask import Flask
 from flask_migrate import upgrade as alembic_upgrade
 from sqlalchemy import text
 
-from .models import db
+from app.core.models import db
 
 PG_LOCK_KEY = 727_1001  # an arbitrary, fixed advisory-lock key
 

@@ -3,10 +3,11 @@
 import marshmallow as ma
 from marshmallow import fields
 
-from .. import auth, queries
-from ..errors import ApiError
-from ..models import db
-from . import Blueprint
+from app.core import queries
+from app.core.models import db
+from app.web import auth
+from app.web.api import Blueprint
+from app.web.errors import ApiError
 
 blp = Blueprint("links", __name__, description="Short-lived signed download links")
 

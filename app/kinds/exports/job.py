@@ -24,12 +24,12 @@ import orjson
 from flask import current_app
 from sqlalchemy import select
 
-from . import export_plan
-from .export_file import PartFile, discard_files, final_path, finalize, part_path
-from .export_reader import CHUNK, Reader, Source
-from .models import Task
-from .runner import Job, register
-from .store import COMPLETED, LOST, PAUSED, Step, Store
+from app.core.models import Task
+from app.core.runner import Job, register
+from app.core.store import COMPLETED, LOST, PAUSED, Step, Store
+from app.kinds.exports import plan as export_plan
+from app.kinds.exports.outfile import PartFile, discard_files, final_path, finalize, part_path
+from app.kinds.exports.reader import CHUNK, Reader, Source
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,12 @@
 """Tasks: list, show, and the pause / resume / terminate actions."""
 
-from .. import queries
-from .. import states as S
-from ..errors import ApiError
-from ..models import db
-from ..schemas import TaskListArgs, TaskListSchema, TaskPageArgs, TaskSchema
-from ..tasks import enqueue, wake_workers
-from . import Blueprint, next_link, page_cursor, store, task_dict
+from app.core import queries
+from app.core import states as S
+from app.core.dispatch import enqueue, wake_workers
+from app.core.models import db
+from app.web.api import Blueprint, next_link, page_cursor, store, task_dict
+from app.web.errors import ApiError
+from app.web.schemas import TaskListArgs, TaskListSchema, TaskPageArgs, TaskSchema
 
 blp = Blueprint("tasks", __name__, description="Tasks and their control actions")
 

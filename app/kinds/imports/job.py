@@ -4,10 +4,10 @@ import os
 
 import orjson
 
-from . import importer
-from .models import CsvEntry, TaskError
-from .runner import Job, register
-from .store import COMPLETED, Step
+from app.core.models import CsvEntry, TaskError
+from app.core.runner import Job, register
+from app.core.store import COMPLETED, Step
+from app.kinds.imports import parser as importer
 
 
 def csv_options(task, config: dict) -> importer.CsvOptions:

@@ -12,10 +12,10 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import CombinedMultiDict
 from werkzeug.routing import IntegerConverter, Rule
 
-from .. import auth, errors
-from ..errors import ApiError
-from ..schemas import MAX_ID, ErrorSchema, decode_cursor, encode_cursor, iso
-from ..store import Store
+from app.core.store import Store
+from app.web import auth, errors
+from app.web.errors import ApiError
+from app.web.schemas import MAX_ID, ErrorSchema, decode_cursor, encode_cursor, iso
 
 
 class Parser(FlaskParser):
@@ -193,14 +193,18 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
 
 
 def init_app(app: Flask) -> None:
-    from . import entries, exports, health, links, tasks, uploads
+    from app import kinds
+    from app.web import health, links, tasks
 
     app.url_map.converters["int"] = TaskIdConverter  # before any route is added
     app.config.setdefault("API_SPEC_OPTIONS", {"security": [{"bearerAuth": []}]})
     api = Api(app, spec_kwargs={"extra_plugins": [ContractPlugin(app)]})
     api.register_converter(TaskIdConverter, integerconverter2paramschema)
-    for module in (uploads, tasks, entries, exports, links, health):
-        api.register_blueprint(module.blp)
+    for blueprint in [tasks.blp, links.blp, health.blp]:
+        api.register_blueprint(blueprint)
+    for kind in kinds.load():
+        for blueprint in kind.blueprints():
+            api.register_blueprint(blueprint)
     document_page_and_spec(api)
     app.extensions["api"] = api
 

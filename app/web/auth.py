@@ -11,7 +11,7 @@ import hmac
 from flask import Flask, current_app, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from .errors import error_response
+from app.web.errors import error_response
 
 LINK_SECONDS = 60
 LINK_SALT = "download-link"

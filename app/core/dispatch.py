@@ -5,13 +5,11 @@ import logging
 from celery import shared_task
 from flask import current_app
 
-from . import (
-    exports,  # noqa: F401  (registers the export kind)
-    imports,  # noqa: F401  (registers the import kind)
-    runner,
-)
+from app import kinds
+from app.core import runner
 
 log = logging.getLogger(__name__)
+kinds.load()  # registers every kind's Job with the runner
 
 
 @shared_task(name="run_task", ignore_result=True)

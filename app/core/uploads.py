@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from flask import Request, current_app
 
-from .errors import ApiError, no_room
+from app.web.errors import ApiError, no_room
 
 UPLOADS = "uploads"
 PART = ".part"

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, func, insert, literal_column, select, update
 
-from . import states as S
-from .database import NOW_SQL, row_writer
-from .models import PausedTask, Task, TaskError
+from app.core import states as S
+from app.core.database import NOW_SQL, row_writer
+from app.core.models import PausedTask, Task, TaskError
 
 T = Task.__table__
 P = PausedTask.__table__
@@ -263,7 +263,7 @@ class Store:
         )
         return conn.execute(stmt).rowcount == 1
 
-    def checkpoint(self) -> None:
+    def wal_checkpoint(self) -> None:
         """SQLite: copy the WAL into the database off the writers' path (PASSIVE)."""
         if self.dialect == "sqlite":
             raw = self.reader.raw_connection()  # no BEGIN: a checkpoint runs outside one

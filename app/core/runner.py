@@ -14,9 +14,9 @@ from multiprocessing.sharedctypes import RawValue
 
 from sqlalchemy.exc import OperationalError
 
-from . import states as S
-from . import store as st
-from .store import Step, Store
+from app.core import states as S
+from app.core import store as st
+from app.core.store import Step, Store
 
 log = logging.getLogger(__name__)
 

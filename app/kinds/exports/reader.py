@@ -7,8 +7,8 @@ from bisect import bisect_right
 from itertools import accumulate
 from operator import itemgetter
 
-from . import states as S
-from .store import Store
+from app.core import states as S
+from app.core.store import Store
 
 CHUNK = 500  # source ids per IN (...) list
 

@@ -2,11 +2,11 @@
 
 import orjson
 
-from .. import queries
-from ..errors import ApiError
-from ..models import db
-from ..schemas import EntryListArgs, EntryListSchema, PageArgs, RowErrorListSchema
-from . import Blueprint, next_link, page_cursor
+from app.core import queries
+from app.core.models import db
+from app.web.api import Blueprint, next_link, page_cursor
+from app.web.errors import ApiError
+from app.web.schemas import EntryListArgs, EntryListSchema, PageArgs, RowErrorListSchema
 
 blp = Blueprint("entries", __name__, description="Imported rows and row errors")
 

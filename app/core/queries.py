@@ -2,7 +2,7 @@
 
 from sqlalchemy import Connection, select, tuple_
 
-from .models import CsvEntry, PausedTask, Task, TaskError
+from app.core.models import CsvEntry, PausedTask, Task, TaskError
 
 T, P = Task.__table__, PausedTask.__table__
 C, E = CsvEntry.__table__, TaskError.__table__
