@@ -351,7 +351,7 @@ class TaskModel:
             self.rollback_holder = None
 
     def rollback(self, _=None):
-        done = runner.rollback(self.store, self.tid)
+        done = runner.rollback(self.store, self.tid, {})  # an import: no files
         if self.status == S.TERMINATING and self.rollback_holder is None:
             assert done
             self.status = S.REVOKED

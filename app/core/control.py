@@ -81,7 +81,7 @@ def control_loop(app, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 for task_id in store.unheld_terminations():
-                    runner.rollback(store, task_id)
+                    runner.rollback(store, task_id, app.config)
                 store.wal_checkpoint()
                 now = time.monotonic()
                 if now >= next_sweep:

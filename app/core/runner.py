@@ -60,10 +60,15 @@ RETRIES = 5
 
 
 class Job:
-    """Base class of a kind of task."""
+    """Base class of a kind of task: what it reads, writes, reports and undoes.
+
+    The runner never branches on kind; a kind subclasses this in its package
+    (app/kinds/<name>/) and is listed once in app/kinds/__init__.py.
+    """
 
     kind = ""
-    row_tables: tuple = ()  # tables holding the task's rows, deleted on rollback
+    row_tables: tuple = ()  # tables keyed by (task_id, row_number), deleted on rollback
+    task_fields: dict = {}  # marshmallow fields this kind adds to the task JSON
 
     def __init__(self, store: Store, task, config: dict):
         self.store, self.task, self.config = store, task, config
@@ -75,8 +80,18 @@ class Job:
         """Called once the run stopped with `outcome`."""
 
     @classmethod
-    def discard(cls, task) -> None:
+    def undo(cls, store: Store, task, token: str, config: dict) -> bool:
+        """Remove what the task wrote (rollback); False if the run token was lost."""
+        return store.delete_rows(task.id, token, task.last_row, cls.row_tables)
+
+    @classmethod
+    def discard(cls, task, config: dict) -> None:
         """Remove the task's files (on rollback)."""
+
+    @classmethod
+    def present(cls, task, shown: dict) -> dict:
+        """The task as the API shows it: adjust the generic fields, add the kind's own."""
+        return shown
 
 
 def register(job: type[Job]) -> type[Job]:
@@ -172,18 +187,18 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
         steps.close()  # stops the reader (a child process for imports)
     job.finished(outcome)
     if outcome == st.LOST:
-        rollback(store, task_id)  # if it was terminated, this worker is free to undo it
+        rollback(store, task_id, config)  # if it was terminated, this worker is free to undo it
     return outcome
 
 
-def rollback(store: Store, task_id: int) -> bool:
-    """Undo a TERMINATING task nobody holds: delete its rows and files, then REVOKED."""
+def rollback(store: Store, task_id: int, config: dict) -> bool:
+    """Undo a TERMINATING task nobody holds: its kind's undo and files, then REVOKED."""
     claimed = store.claim_rollback(task_id)
     if claimed is None:
         return False
     token, task = claimed
     job = KINDS[task.kind]
-    if not store.delete_rows(task_id, token, task.last_row, job.row_tables):
+    if not job.undo(store, task, token, config):
         return False
-    job.discard(task)
+    job.discard(task, config)
     return store.finish_rollback(task_id, token)

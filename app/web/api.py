@@ -12,6 +12,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import CombinedMultiDict
 from werkzeug.routing import IntegerConverter, Rule
 
+from app.core.runner import KINDS
 from app.core.store import Store
 from app.web import auth, errors
 from app.web.errors import ApiError
@@ -140,36 +141,22 @@ def task_links(id_field: str, operation_ids=IMPORT_LINKS) -> dict:
 
 
 def task_dict(t, now: float | None = None, paused_at: float | None = None) -> dict:
-    """A task as the API shows it, with its derived progress, speed and ETA."""
+    """A task as the API shows it: the generic fields, then its kind's (Job.present)."""
     now = time.time() if now is None else now
-    options = orjson.loads(t.options) if t.options else None
-    filename, rows_total = t.filename, None
-    if t.kind == "export":
-        # rows_total is final once the header is written (bytes_done > 0); before, a
-        # date-filtered export is still counting. last_row = rows_imported = rows written.
-        rows_total = t.rows_total if t.bytes_done else None
-        progress = (t.rows_imported / rows_total) if rows_total else 0.0
-        options = {k: v for k, v in (options or {}).items() if k != "snapshot"}
-        filename = f"export-{t.id}.csv"  # the download's name
-    else:
-        progress = (t.bytes_done / t.bytes_total) if t.bytes_total else 0.0
+    progress = (t.bytes_done / t.bytes_total) if t.bytes_total else 0.0
     if t.status == "COMPLETED":
         progress = 1.0
     rate = eta = None
     if t.status == "PROCESSING" and t.run_started_at and t.heartbeat_at:
         elapsed = max(t.heartbeat_at - t.run_started_at, 1e-3)
         rate = (t.last_row - t.run_start_row) / elapsed
-        if t.kind == "export":
-            left = max((rows_total or 0) - t.rows_imported, 0)
-            eta = left / rate if rate > 0 and rows_total is not None else None
-        else:
-            byte_rate = (t.bytes_done - t.run_start_bytes) / elapsed
-            eta = (t.bytes_total - t.bytes_done) / byte_rate if byte_rate > 0 else None
-    return {
+        byte_rate = (t.bytes_done - t.run_start_bytes) / elapsed
+        eta = (t.bytes_total - t.bytes_done) / byte_rate if byte_rate > 0 else None
+    shown = {
         "id": t.id,
         "kind": t.kind,
         "status": t.status,
-        "filename": filename,
+        "filename": t.filename,
         "created_at": iso(t.created_at),
         "updated_at": iso(t.updated_at),
         "started_at": iso(t.started_at),
@@ -185,11 +172,11 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
         "eta_seconds": eta,
         "error": t.error,
         "header": orjson.loads(t.header) if t.header else None,
-        "options": options,
-        "rows_total": rows_total,
+        "options": orjson.loads(t.options) if t.options else None,
         "paused_at": iso(paused_at),
         "requested_at": iso(t.requested_at),
     }
+    return KINDS[t.kind].present(t, shown)
 
 
 def init_app(app: Flask) -> None:

@@ -7,7 +7,11 @@ import marshmallow as ma
 from flask_smorest.fields import Upload
 from marshmallow import fields, validate
 
+from app import kinds
 from app.core import states as S
+from app.core.runner import KINDS
+
+kinds.load()  # every kind's Job, for the kinds and fields a task can have
 
 MAX_ID = 2**31 - 1  # tasks.id is a 32-bit integer on PostgreSQL
 MAX_BIGINT = 2**63 - 1
@@ -29,9 +33,11 @@ def _time(description: str) -> fields.DateTime:
     return fields.DateTime(required=True, allow_none=True, metadata={"description": description})
 
 
-class TaskSchema(ma.Schema):
+class BaseTaskSchema(ma.Schema):
+    """The fields every task has; each kind adds its own (Job.task_fields)."""
+
     id = fields.Integer(required=True, metadata={"description": "opaque task id"})
-    kind = fields.String(required=True, validate=validate.OneOf(["import", "export"]))
+    kind = fields.String(required=True, validate=validate.OneOf(list(KINDS)))
     status = fields.String(required=True, validate=validate.OneOf(S.ALL))
     filename = fields.String(required=True, allow_none=True)
     created_at = _time("when the task was created (UTC)")
@@ -69,14 +75,19 @@ class TaskSchema(ma.Schema):
         allow_none=True,
         metadata={"description": "import options (has_header, delimiter, encoding) or filters"},
     )
-    rows_total = fields.Integer(
-        required=True,
-        allow_none=True,
-        validate=validate.Range(min=0),
-        metadata={"description": "an export's rows matched; null for an import, or while counting"},
-    )
     paused_at = _time("when the task was last PAUSED (UTC)")
     requested_at = _time("when the last action was accepted (UTC)")
+
+
+def _task_schema() -> type[ma.Schema]:
+    """TaskSchema: the base fields plus every kind's own, named once in the spec."""
+    extra = {}
+    for job in KINDS.values():
+        extra.update(job.task_fields)
+    return type("TaskSchema", (BaseTaskSchema,), extra)
+
+
+TaskSchema = _task_schema()
 
 
 class ErrorBodySchema(ma.Schema):

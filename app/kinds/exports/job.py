@@ -21,9 +21,10 @@ import os
 import time
 
 import orjson
-from flask import current_app
+from marshmallow import fields, validate
 from sqlalchemy import select
 
+from app.core import states as S
 from app.core.models import Task
 from app.core.runner import Job, register
 from app.core.store import COMPLETED, LOST, PAUSED, Step, Store
@@ -46,6 +47,13 @@ class ExportFailed(Exception):
 class ExportJob(Job):
     kind = "export"
     row_tables = ()  # an export writes no rows, only its file
+    task_fields = {
+        "rows_total": fields.Integer(
+            allow_none=True,
+            validate=validate.Range(min=0),
+            metadata={"description": "an export's rows matched; null while counting"},
+        ),
+    }
 
     def __init__(self, store: Store, task, config: dict):
         super().__init__(store, task, config)
@@ -189,8 +197,28 @@ class ExportJob(Job):
                 discard_files(data_dir, task_id)
 
     @classmethod
-    def discard(cls, task) -> None:
-        discard_files(current_app.config["DATA_DIR"], task.id)
+    def present(cls, task, shown: dict) -> dict:
+        """Progress by rows written over rows matched; the download's file name."""
+        # rows_total is final once the header is written (bytes_done > 0); before, a
+        # date-filtered export is still counting. last_row = rows_imported = rows written.
+        rows_total = task.rows_total if task.bytes_done else None
+        progress = (task.rows_imported / rows_total) if rows_total else 0.0
+        eta, rate = None, shown["rows_per_second"]
+        if rate and rows_total is not None:
+            eta = max(rows_total - task.rows_imported, 0) / rate
+        options = {k: v for k, v in (shown["options"] or {}).items() if k != "snapshot"}
+        return {
+            **shown,
+            "filename": f"export-{task.id}.csv",
+            "progress": 1.0 if task.status == S.COMPLETED else min(progress, 1.0),
+            "eta_seconds": eta,
+            "options": options,
+            "rows_total": rows_total,
+        }
+
+    @classmethod
+    def discard(cls, task, config: dict) -> None:
+        discard_files(config["DATA_DIR"], task.id)
 
 
 def _csv_text(rows) -> bytes:

@@ -69,5 +69,5 @@ class ImportJob(Job):
             _remove(self.task.upload_path)
 
     @classmethod
-    def discard(cls, task) -> None:
+    def discard(cls, task, config: dict) -> None:
         _remove(task.upload_path)
