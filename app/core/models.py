@@ -63,6 +63,8 @@ class Task(db.Model):
     error: Mapped[str | None] = mapped_column(Text)
     # When the last pause / resume / terminate was accepted (pause latency = paused_at - this).
     requested_at: Mapped[float | None] = mapped_column(Float)
+    # A kind's own counters (a JSON object), set with its checkpoints (Step.checkpoint).
+    stats: Mapped[str | None] = mapped_column(Text)
     # Fencing: the run holding the task, and when it last checkpointed.
     run_token: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[float | None] = mapped_column(Float)
