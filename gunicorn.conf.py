@@ -4,9 +4,10 @@ import json
 
 from gunicorn import util
 
-from app import config
+from app.config import server as server_settings  # not `config`: a gunicorn setting's name
+from app.core import guards
 
-settings = config.server()  # also shares one SECRET_KEY between the web workers
+settings = server_settings()  # also shares one SECRET_KEY between the web workers
 bind = settings["bind"]
 workers = settings["workers"]
 # gthread: a worker's heartbeat does not depend on its requests, so a long
@@ -44,4 +45,5 @@ def json_error(sock, status_int, reason, mesg):
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
+guards.gunicorn_write_error()  # a private hook: refuse to start if gunicorn changed it
 util.write_error = json_error  # looked up at each call by gunicorn's workers
