@@ -29,7 +29,9 @@ from tests.helpers import (
     REQUIRED,
     RUNNING_SERVERS,
     assert_exact,
+    freeze,
     task,
+    thaw,
     upload,
     wait_for,
     wait_rows,
@@ -73,51 +75,6 @@ def holders_of(path: str) -> list[int]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return pids
-
-
-def task_lock_free(stack: dict, engine, tid: int) -> bool:
-    """True if no transaction holds the task's row (PostgreSQL) or the write lock (SQLite)."""
-    if not stack.get("DATABASE_URL"):
-        conn = sqlite3.connect(Path(stack["DATA_DIR"]) / "app.db", timeout=0, isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
-            return True
-        except sqlite3.OperationalError:
-            return False
-        finally:
-            conn.close()
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("SET LOCAL lock_timeout = '100ms'"))
-            conn.execute(text("SELECT id FROM tasks WHERE id = :t FOR UPDATE"), {"t": tid})
-        return True
-    except OperationalError:
-        return False
-
-
-def freeze(proc, stack, engine, tid) -> None:
-    """SIGSTOP the worker's whole process group at an instant it holds no lock.
-
-    Frozen inside a transaction it would block every other writer; so if the
-    lock is held, thaw it and try again a moment later.
-    """
-
-    def attempt():
-        os.killpg(proc.popen.pid, signal.SIGSTOP)
-        if task_lock_free(stack, engine, tid):
-            return True
-        os.killpg(proc.popen.pid, signal.SIGCONT)
-        return False
-
-    wait_for(attempt, 30, "the worker frozen outside a transaction", interval=0.03)
-
-
-def thaw(proc) -> None:
-    try:
-        os.killpg(proc.popen.pid, signal.SIGCONT)
-    except ProcessLookupError:
-        pass
 
 
 # -- worker deaths with an action pending -------------------------------------------------
