@@ -37,6 +37,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import requests
 
+pytestmark = pytest.mark.slow  # the full tier: the packaged service, run for real
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CI = os.environ.get("CI", "").lower() == "true"
