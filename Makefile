@@ -1,9 +1,10 @@
 # make run: serve on localhost:5001 (SQLite + embedded worker). make test: the whole suite.
+# make test-fast: the tests that start no process (pure functions, the runner in-process).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format bench screenshot clean
+.PHONY: run test test-fast lint format bench screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,9 @@ run: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
+
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

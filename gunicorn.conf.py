@@ -1,26 +1,24 @@
-"""gunicorn settings for run.py and the Docker image; every value from the environment."""
+"""gunicorn settings for run.py and the Docker image; the values from app/config.py."""
 
 import json
-import os
-import secrets
 
 from gunicorn import util
 
-# One secret for every web worker: a link signed by one must verify in the others.
-if not os.environ.get("SECRET_KEY"):
-    os.environ["SECRET_KEY"] = secrets.token_hex(32)
+from app.config import server as server_settings  # not `config`: a gunicorn setting's name
+from app.core import guards
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5001')}"
-workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
+settings = server_settings()  # also shares one SECRET_KEY between the web workers
+bind = settings["bind"]
+workers = settings["workers"]
 # gthread: a worker's heartbeat does not depend on its requests, so a long
 # upload is never killed by `timeout`.
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS") or 8)
+threads = settings["threads"]
 timeout = 60
 graceful_timeout = 30
-accesslog = os.environ.get("ACCESS_LOG") or None
+accesslog = settings["accesslog"]
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = settings["loglevel"]
 
 
 def on_starting(server):
@@ -47,4 +45,5 @@ def json_error(sock, status_int, reason, mesg):
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
+guards.gunicorn_write_error()  # a private hook: refuse to start if gunicorn changed it
 util.write_error = json_error  # looked up at each call by gunicorn's workers

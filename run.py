@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gunicorn.app.base import Application
 
+from app import config
 from app.kinds.imports.parser import die_with_parent
 
 HERE = Path(__file__).resolve().parent
@@ -30,14 +31,14 @@ class Server(Application):
 
 
 def start_embedded_worker() -> subprocess.Popen:
-    env = {**os.environ, "EMBEDDED_PARENT_PID": str(os.getpid())}
+    env = {**os.environ, config.EMBEDDED_PARENT: str(os.getpid())}
     return subprocess.Popen(
         [sys.executable, str(HERE / "worker.py")], env=env, preexec_fn=die_with_parent
     )
 
 
 def main() -> None:
-    worker = None if os.environ.get("REDIS_URL") else start_embedded_worker()
+    worker = None if config.from_environment()["REDIS_URL"] else start_embedded_worker()
     try:
         Server().run()
     finally:

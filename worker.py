@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from app import create_app
+from app import config, create_app
 from app.core import control
 from app.core.migrate import upgrade
 
@@ -26,15 +26,15 @@ def _watch_parent(pid: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parent = os.environ.get("EMBEDDED_PARENT_PID")
+    parent = config.embedded_parent()
     if parent:
-        threading.Thread(target=_watch_parent, args=(int(parent),), daemon=True).start()
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     upgrade(flask_app)
     concurrency = str(flask_app.config["WORKER_CONCURRENCY"])
     args = [
         "worker",
         "--loglevel",
-        os.environ.get("LOG_LEVEL", "INFO"),
+        flask_app.config["LOG_LEVEL"],
         "--concurrency",
         concurrency,
         "--hostname",

@@ -1,6 +1,5 @@
 """Application factory: the Flask app and the Celery app meet here."""
 
-import os
 from pathlib import Path
 
 from celery import Celery, Task
@@ -93,12 +92,7 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app = Celery(app.name, task_cls=FlaskTask)
     celery_app.config_from_object(app.config["CELERY"])
     celery_app.set_default()
-    celery_app.flask_app = app
     app.extensions["celery"] = celery_app
     from app.core import dispatch  # noqa: F401  (registers the Celery task)
 
     return celery_app
-
-
-def data_path(app: Flask, *parts: str) -> str:
-    return os.path.join(app.config["DATA_DIR"], *parts)

@@ -1,4 +1,8 @@
-"""Settings from the environment, read once when the app is built."""
+"""Settings from the environment: the one module that reads them.
+
+`from_environment()` is the Flask config; `server()` is gunicorn's (gunicorn.conf.py);
+`embedded_parent()` is the pid a worker started by run.py watches.
+"""
 
 import os
 import secrets
@@ -42,4 +46,35 @@ def from_environment() -> dict:
         "SWEEP_INTERVAL_S": _float("SWEEP_INTERVAL_S", 5.0),
         "WORKER_CONCURRENCY": _int("WORKER_CONCURRENCY", cores),
         "WEB_CONCURRENCY": _int("WEB_CONCURRENCY", cores),
+        "LOG_LEVEL": (os.environ.get("LOG_LEVEL") or "INFO").upper(),
+        # An upload file untouched this long may be an orphan (uploads.remove_orphans).
+        "UPLOAD_PART_MAX_AGE_S": _float("UPLOAD_PART_MAX_AGE_S", 60.0),
+        # The control thread looks for rollbacks this often, and at once when woken.
+        "CONTROL_POLL_S": _float("CONTROL_POLL_S", 0.2),
     }
+
+
+def server() -> dict:
+    """gunicorn's settings (gunicorn.conf.py), with one SECRET_KEY for every web worker.
+
+    A SECRET_KEY made here goes into the environment before the workers fork, so a
+    link signed by one worker verifies in the others.
+    """
+    if not os.environ.get("SECRET_KEY"):
+        os.environ["SECRET_KEY"] = secrets.token_hex(32)
+    host, port = os.environ.get("HOST") or "127.0.0.1", os.environ.get("PORT") or "5001"
+    return {
+        "bind": f"{host}:{port}",
+        "workers": _int("WEB_CONCURRENCY", os.cpu_count() or 1),
+        "threads": _int("WEB_THREADS", 8),
+        "accesslog": os.environ.get("ACCESS_LOG") or None,
+        "loglevel": (os.environ.get("LOG_LEVEL") or "info").lower(),
+    }
+
+
+EMBEDDED_PARENT = "EMBEDDED_PARENT_PID"  # set by run.py for the worker it starts
+
+
+def embedded_parent() -> int | None:
+    """The pid of the run.py that started this worker, or None for a standalone worker."""
+    return _int(EMBEDDED_PARENT, 0) or None

@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 from typing import NamedTuple, Self
 
+import psutil
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,59 +131,37 @@ def loadavg() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-# --------------------------------------------------------------------------- processes (/proc)
-
-
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(ppid, start time in clock ticks) of a process, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()  # comm may hold spaces and parens
-    return int(fields[1]), int(fields[19])
+# --------------------------------------------------------------------------- processes
 
 
 def children(pid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _stat(int(name))
-            if st and st[0] == pid:
-                out.append(int(name))
-    return out
+    """The direct children of ``pid``; [] if it is gone."""
+    try:
+        return [c.pid for c in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it (one walk of /proc)."""
-    parent: dict[int, int] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _stat(int(name))
-            if st:
-                parent[int(name)] = st[0]
-    kids: dict[int, list[int]] = {}
-    for child, ppid in parent.items():
-        kids.setdefault(ppid, []).append(child)
-    out, todo = [], [pid] if pid in parent else []
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += kids.get(p, [])
-    return out
+    """``pid`` and every process below it; [] if it is gone."""
+    try:
+        return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def cmdline(pid: int) -> str:
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return ""
 
 
 def status_kb(pid: int, *keys: str) -> dict[str, int]:
-    """Fields of /proc/<pid>/status in kB (VmRSS, VmHWM, ...); {} if the process is gone."""
+    """Fields of /proc/<pid>/status in kB (VmRSS, VmHWM, ...); {} if the process is gone.
+
+    Read directly: psutil has no VmHWM (the kernel's peak RSS of the process).
+    """
     out = {}
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -261,7 +240,10 @@ class RssSampler:
 
 def schedstat(pid: int) -> tuple[float, float] | None:
     """(seconds on a CPU, seconds runnable but waiting for a CPU) of a process, summed
-    over its threads (/proc/<pid>/task/*/schedstat), or None if it is gone."""
+    over its threads (/proc/<pid>/task/*/schedstat), or None if it is gone.
+
+    Read directly: psutil has no run-queue wait.
+    """
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -337,17 +319,6 @@ def children_cpu_seconds() -> float:
 
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
-
-
-def idle_rss_kb(pids, seconds: float = 1.0, interval: float = 0.05) -> int:
-    """Median of the summed VmRSS of ``pids()`` over ``seconds`` of sampling."""
-    sampler = RssSampler(pids, interval)
-    totals = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        totals.append(sampler.sample())
-        time.sleep(interval)
-    return int(statistics.median(totals))
 
 
 # --------------------------------------------------------------------------- data files

@@ -2,7 +2,7 @@
 
     python bench/memory.py [--memory-rows 100000,1000000] [--upload-mb 200]
 
-Read from /proc (no psutil): every 20 ms the bench walks the process tree and sums
+Read with psutil and /proc: every 20 ms the bench walks the process tree and sums
 VmRSS over the processes of interest; the peak is the largest sum. Each process's own
 VmHWM (the kernel's peak) is kept too.
 

@@ -108,3 +108,14 @@ def live_server_factory(tmp_path):
 @pytest.fixture
 def live_server(live_server_factory):
     return live_server_factory()
+
+
+# Fixtures that start real processes: a test using one belongs to the slow tier.
+PROCESS_FIXTURES = {"start_worker", "live_server_factory", "live_server"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark `slow` every test that starts real processes (`make test-fast` skips them)."""
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

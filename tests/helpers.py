@@ -3,6 +3,7 @@
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("COMPLETED", "FAILED", "REVOKED")
@@ -209,3 +211,48 @@ def row_stats(engine, task_id) -> tuple[int, int, int | None, int | None]:
 def assert_exact(engine, task_id, n: int) -> None:
     expected = (n, n, 1, n) if n else (0, 0, None, None)
     assert row_stats(engine, task_id) == expected
+
+
+def task_lock_free(stack: dict, engine, tid: int) -> bool:
+    """True if no transaction holds the task's row (PostgreSQL) or the write lock (SQLite)."""
+    if not stack.get("DATABASE_URL"):
+        conn = sqlite3.connect(Path(stack["DATA_DIR"]) / "app.db", timeout=0, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            conn.close()
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '100ms'"))
+            conn.execute(text("SELECT id FROM tasks WHERE id = :t FOR UPDATE"), {"t": tid})
+        return True
+    except OperationalError:
+        return False
+
+
+def freeze(proc, stack, engine, tid) -> None:
+    """SIGSTOP the worker's whole process group at an instant it holds no lock.
+
+    Frozen inside a transaction it would block every other writer; so if the
+    lock is held, thaw it and try again a moment later.
+    """
+
+    def attempt():
+        os.killpg(proc.popen.pid, signal.SIGSTOP)
+        if task_lock_free(stack, engine, tid):
+            return True
+        os.killpg(proc.popen.pid, signal.SIGCONT)
+        return False
+
+    wait_for(attempt, 30, "the worker frozen outside a transaction", interval=0.03)
+
+
+def thaw(proc) -> None:
+    try:
+        os.killpg(proc.popen.pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass

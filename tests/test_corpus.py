@@ -30,6 +30,8 @@ from app import create_app
 from app.core.migrate import upgrade
 from tests.helpers import Proc, stack_env, upload, wait_for, wait_status
 
+pytestmark = pytest.mark.slow  # every test here starts real processes
+
 CORPUS = Path(__file__).parent / "corpus"
 FINAL = ("COMPLETED", "FAILED", "REVOKED")
 

@@ -389,37 +389,6 @@ def test_reader_goes_source_by_source_and_resumes_from_any_position(app, engine)
     assert got == [(None, f"2017-0{r}-0{t}") for t, r in keys]
 
 
-def test_an_export_planned_over_entry_ids_starts_over_or_fails(
-    client, engine, start_worker, tmp_path
-):
-    first = start_worker()
-    path = write_rows(tmp_path / "old.csv", 3_000, seed=4)
-    src = imported(client, path)
-    first.kill_group()  # the exports below wait for the next worker
-    window = {"column": "date", "from": "2016-01-01", "to": "2017-12-31"}
-    counting, writing = export(client, task_id=src, **window), export(client, task_id=src)
-    # As migration 0003 leaves them: a plan over csv_entries.id, checkpoints in ids.
-    with engine.begin() as conn:
-        for tid, size in ((counting, 0), (writing, 1_234)):
-            options = json.loads(
-                conn.execute(text("SELECT options FROM tasks WHERE id = :i"), {"i": tid}).scalar()
-            )
-            options["snapshot"].update(lo=0, hi=99_999)
-            conn.execute(
-                text(
-                    "UPDATE tasks SET options = :o, cursor = 77777, rows_total = 55, "
-                    "bytes_done = :b WHERE id = :i"
-                ),
-                {"o": json.dumps(options), "b": size, "i": tid},
-            )
-    start_worker()
-    done = wait_status(client, counting, "COMPLETED")  # nothing written: counted again
-    rows = downloaded(client, counting)[1]
-    assert assert_same_rows(rows, source_rows(path, *window.values())[1]) == done["rows_total"]
-    failed = wait_status(client, writing, "FAILED")
-    assert "export again" in failed["error"]
-
-
 def error_of(response, code) -> dict:
     assert response.status_code == code, response.get_data(as_text=True)
     body = response.get_json()

@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 from sqlalchemy import text
@@ -28,7 +29,9 @@ from tests.helpers import (
     REQUIRED,
     RUNNING_SERVERS,
     assert_exact,
+    freeze,
     task,
+    thaw,
     upload,
     wait_for,
     wait_rows,
@@ -53,98 +56,25 @@ def csv10k(tmp_path_factory):
 
 
 def children(pid: int) -> list[int]:
-    """Direct children of a process (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry))
-    return found
+    """Direct children of a process."""
+    return [c.pid for c in psutil.Process(pid).children()]
 
 
-def session_pids(sid: int) -> list[int]:
-    """Every process of a session (a Proc started with start_new_session)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[3]) == sid:
-            found.append(int(entry))
-    return found
+def process_tree(pid: int) -> list[int]:
+    """A process and every process below it (a server: gunicorn, its workers, the worker)."""
+    return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
 
 
 def holders_of(path: str) -> list[int]:
     """Processes with `path` open."""
     pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for proc in psutil.process_iter():
         try:
-            fds = os.listdir(f"/proc/{entry}/fd")
-        except OSError:
+            if any(f.path == path for f in proc.open_files()):
+                pids.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{entry}/fd/{fd}") == path:
-                    pids.append(int(entry))
-                    break
-            except OSError:
-                continue
     return pids
-
-
-def task_lock_free(stack: dict, engine, tid: int) -> bool:
-    """True if no transaction holds the task's row (PostgreSQL) or the write lock (SQLite)."""
-    if not stack.get("DATABASE_URL"):
-        conn = sqlite3.connect(Path(stack["DATA_DIR"]) / "app.db", timeout=0, isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
-            return True
-        except sqlite3.OperationalError:
-            return False
-        finally:
-            conn.close()
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("SET LOCAL lock_timeout = '100ms'"))
-            conn.execute(text("SELECT id FROM tasks WHERE id = :t FOR UPDATE"), {"t": tid})
-        return True
-    except OperationalError:
-        return False
-
-
-def freeze(proc, stack, engine, tid) -> None:
-    """SIGSTOP the worker's whole process group at an instant it holds no lock.
-
-    Frozen inside a transaction it would block every other writer; so if the
-    lock is held, thaw it and try again a moment later.
-    """
-
-    def attempt():
-        os.killpg(proc.popen.pid, signal.SIGSTOP)
-        if task_lock_free(stack, engine, tid):
-            return True
-        os.killpg(proc.popen.pid, signal.SIGCONT)
-        return False
-
-    wait_for(attempt, 30, "the worker frozen outside a transaction", interval=0.03)
-
-
-def thaw(proc) -> None:
-    try:
-        os.killpg(proc.popen.pid, signal.SIGCONT)
-    except ProcessLookupError:
-        pass
 
 
 # -- worker deaths with an action pending -------------------------------------------------
@@ -374,7 +304,7 @@ def tiny_disk(request, tmp_path):
 
 def limit_file_size(base: str, limit: int) -> None:
     """RLIMIT_FSIZE on every process of the server at `base` (writes past it: EFBIG)."""
-    for pid in session_pids(RUNNING_SERVERS[base].popen.pid):
+    for pid in process_tree(RUNNING_SERVERS[base].popen.pid):
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, limit))
 
 

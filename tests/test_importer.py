@@ -187,6 +187,7 @@ def test_batches_are_bounded_by_rows(tmp_path):
     assert len(rows) == 100 and all(len(b.rows) <= 7 for b in batches)
 
 
+@pytest.mark.slow  # reads 20x a file of rows twice under tracemalloc
 def test_memory_does_not_grow_with_the_file(tmp_path):
     """Constant memory: peak allocation reading 20x more rows stays the same."""
     import tracemalloc

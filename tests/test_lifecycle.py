@@ -6,14 +6,17 @@ tests act on a running task without sleeping and hoping.
 
 import os
 import threading
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import text
 
 from tests.helpers import (
     assert_exact,
+    freeze,
     row_stats,
     task,
+    thaw,
     upload,
     wait_for,
     wait_rows,
@@ -168,26 +171,115 @@ def test_pause_is_obeyed_within_a_batch(client, stack, start_worker, tmp_path):
 def test_actions_racing_completion_end_consistent(
     client, engine, stack, start_worker, tmp_path, action, final
 ):
-    workers_for(stack, start_worker, IMPORT_MAX_ROWS_PER_S=20_000)
-    rows = 1_500
+    """An action and the run's completing commit, forced into each order in turn."""
+    # The whole file is one batch: the run's only commit is the one that completes it.
+    worker = start_worker(concurrency=1, IMPORT_BATCH_SIZE=100_000, IMPORT_BATCH_SECONDS=60)
+    rows = 20_000
     path = write_rows(tmp_path / "r.csv", rows)
-    for _ in range(4):
+
+    # The action first: it lands while the run holds its last batch, uncommitted.
+    tid = frozen_before_completion(client, engine, stack, worker, path)
+    assert client.post(f"/{action}/{tid}").status_code == 202
+    thaw(worker)
+    t = wait_status(client, tid, final)
+    assert t["last_row"] == 0  # the completing batch was dropped, never half-kept
+    if final == "PAUSED":
+        checkpoint_matches_rows(engine, t)
+        assert client.post(f"/resume/{tid}").status_code == 202
+        wait_status(client, tid, "COMPLETED")
+        assert_exact(engine, tid, rows)
+    else:
+        assert_exact(engine, tid, 0)
+
+    # The completion first: the action reads PROCESSING, then meets COMPLETED: a
+    # pause is refused, a terminate undoes the completed import.
+    tid = frozen_before_completion(client, engine, stack, worker, path)
+    with commit_then_action(stack, engine, tid, lambda: thaw(worker)) as act:
+        code = act(lambda: client.post(f"/{action}/{tid}").status_code)
+    if final == "PAUSED":
+        assert code == 409
+        assert wait_status(client, tid, "COMPLETED")["last_row"] == rows
+        assert client.post(f"/{action}/{tid}").status_code == 409
+        assert_exact(engine, tid, rows)
+    else:
+        assert code == 202
+        assert wait_status(client, tid, "REVOKED")["last_row"] == rows  # it had completed
+        assert_exact(engine, tid, 0)
+
+
+def frozen_before_completion(client, engine, stack, worker, path) -> int:
+    """Upload `path` and freeze the worker while it runs the task, before its commit."""
+    for _ in range(20):  # each miss (the run was quicker than the poll) is a new upload
         tid = upload(client, path).get_json()["id"]
-        wait_rows(client, tid, rows - 200)  # within the last batch or two
-        code = client.post(f"/{action}/{tid}").status_code
-        t = wait_status(client, tid, (final, "COMPLETED"))
-        if t["status"] == "COMPLETED":
-            assert code == 409 and client.post(f"/{action}/{tid}").status_code == 409
-            assert_exact(engine, tid, rows)
-        elif final == "PAUSED":
-            assert code == 202
-            checkpoint_matches_rows(engine, t)
-            client.post(f"/resume/{tid}")
-            wait_status(client, tid, "COMPLETED")
-            assert_exact(engine, tid, rows)
-        else:
-            assert code == 202
-            assert_exact(engine, tid, 0)
+        status = wait_for(
+            lambda tid=tid: (s := task(client, tid)["status"]) in ("PROCESSING", "COMPLETED") and s,
+            60,
+            f"task {tid} claimed",
+            interval=0.005,
+        )
+        if status == "PROCESSING":
+            freeze(worker, stack, engine, tid)
+            if task(client, tid)["status"] == "PROCESSING":
+                return tid
+            thaw(worker)
+        wait_status(client, tid, "COMPLETED")
+    raise AssertionError("the run always committed before it could be frozen")
+
+
+@contextmanager
+def commit_then_action(stack, engine, tid, release_run):
+    """Yield `act(call)`: runs `call` (an action) so that it starts before the run's
+    pending commit lands and is decided after it.
+
+    PostgreSQL: the test holds the task's row; the thawed run queues for it first,
+    the action second; letting go hands the row to them in that order. SQLite runs
+    one writer at a time, so the action simply comes after the commit.
+    """
+    if not stack.get("DATABASE_URL"):
+
+        def after(call):
+            release_run()
+            wait_status_sql(engine, tid, "COMPLETED")
+            return call()
+
+        yield after
+        return
+    holder = engine.connect()
+    tx = holder.begin()
+    holder.execute(text("SELECT id FROM tasks WHERE id = :t FOR UPDATE"), {"t": tid})
+    me = holder.execute(text("SELECT pg_backend_pid()")).scalar()
+
+    def waiting_on(pid) -> list[int]:
+        with engine.connect() as conn:
+            query = "SELECT pid FROM pg_stat_activity WHERE :p = ANY(pg_blocking_pids(pid))"
+            return conn.execute(text(query), {"p": pid}).scalars().all()
+
+    def act(call):
+        release_run()
+        (run_pid,) = wait_for(lambda: waiting_on(me), 60, "the run's commit to queue")
+        result = []
+        thread = threading.Thread(target=lambda: result.append(call()))
+        thread.start()
+        wait_for(lambda: waiting_on(run_pid), 60, "the action to queue behind the run")
+        tx.rollback()
+        thread.join()
+        return result[0]
+
+    try:
+        yield act
+    finally:
+        if tx.is_active:
+            tx.rollback()
+        holder.close()
+
+
+def wait_status_sql(engine, tid, status) -> None:
+    def reached():
+        with engine.connect() as conn:
+            query = text("SELECT status FROM tasks WHERE id = :t")
+            return conn.execute(query, {"t": tid}).scalar() == status
+
+    wait_for(reached, 60, f"task {tid} {status}")
 
 
 def test_files_of_every_shape_import_exactly(client, stack, start_worker, tmp_path):

@@ -20,6 +20,8 @@ from tests.helpers import (
     write_rows,
 )
 
+pytestmark = pytest.mark.slow  # every test here starts real processes
+
 ROWS = 300_000
 SLOW = {"IMPORT_MAX_ROWS_PER_S": "50000", "HEARTBEAT_TIMEOUT_S": "3"}
 

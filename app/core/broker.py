@@ -14,6 +14,10 @@ from kombu.transport import TRANSPORT_ALIASES, filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
+from app.core import guards
+
+guards.kombu_filesystem_put()  # Channel._put below overrides kombu's private method
+
 SCHEME = "fsatomic"
 
 

@@ -25,9 +25,8 @@ from app.core.models import Task, db
 
 log = logging.getLogger(__name__)
 
-# The control thread looks for rollbacks this often (env CONTROL_POLL_S), and at
-# once when woken: a terminate accepted by the web broadcasts `wake_control`.
-ROLLBACK_POLL_S = 0.2
+# The control thread looks for rollbacks every CONTROL_POLL_S, and at once when
+# woken: a terminate accepted by the web broadcasts `wake_control`.
 _wake = threading.Event()
 
 
@@ -36,10 +35,6 @@ def wake_control(state) -> dict:
     """Remote control command: the control thread looks for work now."""
     _wake.set()
     return {"ok": "woken"}
-
-
-# An upload file untouched this long may be an orphan (see uploads.remove_orphans).
-UPLOAD_PART_MAX_AGE_S = 60.0
 
 
 def uploads_needed(engine, names: list[str]) -> set[str]:
@@ -62,7 +57,7 @@ def uploads_needed(engine, names: list[str]) -> set[str]:
 
 
 def remove_orphan_uploads(app, store) -> None:
-    max_age = float(os.environ.get("UPLOAD_PART_MAX_AGE_S") or UPLOAD_PART_MAX_AGE_S)
+    max_age = app.config["UPLOAD_PART_MAX_AGE_S"]
     folder = os.path.join(app.config["DATA_DIR"], uploads.UPLOADS)
     for path in uploads.remove_orphans(
         folder, max_age, lambda names: uploads_needed(store.engine, names)
@@ -75,7 +70,7 @@ def control_loop(app, stop: threading.Event) -> None:
     store = app.extensions["store"]
     interval = app.config["SWEEP_INTERVAL_S"]
     timeout = app.config["HEARTBEAT_TIMEOUT_S"]
-    poll = float(os.environ.get("CONTROL_POLL_S") or ROLLBACK_POLL_S)
+    poll = app.config["CONTROL_POLL_S"]
     next_sweep = 0.0
     with app.app_context():
         while not stop.is_set():

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from flask import Request, current_app
 
+from app.core import guards
 from app.web.errors import ApiError, no_room
 
 UPLOADS = "uploads"
@@ -163,6 +164,7 @@ def _unlink_unless_held(path: str) -> bool:
 
 
 def init_app(app) -> None:
+    guards.werkzeug_form_parsing()  # UploadRequest overrides two private methods
     app.request_class = UploadRequest
 
     @app.teardown_request

@@ -9,6 +9,7 @@ from flask_smorest import Api as _Api
 from flask_smorest import Blueprint as _Blueprint
 from flask_smorest.spec.plugins import integerconverter2paramschema
 from webargs.flaskparser import FlaskParser
+from webargs.multidictproxy import MultiDictProxy
 from werkzeug.datastructures import CombinedMultiDict
 from werkzeug.routing import IntegerConverter, Rule
 
@@ -25,7 +26,8 @@ class Parser(FlaskParser):
 
     def load_multipart(self, req, schema):
         """Files and form fields of a multipart body as one mapping (one requestBody)."""
-        return self._makeproxy(CombinedMultiDict([req.files, req.form]), schema)
+        both = CombinedMultiDict([req.files, req.form])
+        return MultiDictProxy(both, schema, known_multi_fields=tuple(self.KNOWN_MULTI_FIELDS))
 
 
 class Blueprint(_Blueprint):
@@ -73,36 +75,6 @@ class Api(_Api):
 
     def handle_http_exception(self, error):
         return errors.http_error(error)
-
-    def _register_responses(self):
-        super()._register_responses()
-        self.spec.components.response(
-            "BEARER_REQUIRED",
-            {
-                "description": "API_TOKEN is set and the request lacks `Authorization: Bearer`",
-                "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-                "content": {"application/json": {"schema": "Error"}},
-            },
-        )
-        self.spec.components.security_scheme(
-            "bearerAuth",
-            {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "required on every endpoint but the public ones "
-                "when the server has API_TOKEN set",
-            },
-        )
-        self.spec.components.security_scheme(
-            "signedLink",
-            {
-                "type": "apiKey",
-                "in": "query",
-                "name": "sig",
-                "description": "instead of the token: the `sig` of a link from "
-                f"POST /tasks/{{task_id}}/download_link, valid {auth.LINK_SECONDS} s",
-            },
-        )
 
 
 def store() -> Store:
@@ -186,6 +158,7 @@ def init_app(app: Flask) -> None:
     app.url_map.converters["int"] = TaskIdConverter  # before any route is added
     app.config.setdefault("API_SPEC_OPTIONS", {"security": [{"bearerAuth": []}]})
     api = Api(app, spec_kwargs={"extra_plugins": [ContractPlugin(app)]})
+    document_security(api)
     api.register_converter(TaskIdConverter, integerconverter2paramschema)
     for blueprint in [tasks.blp, links.blp, health.blp]:
         api.register_blueprint(blueprint)
@@ -194,6 +167,37 @@ def init_app(app: Flask) -> None:
             api.register_blueprint(blueprint)
     document_page_and_spec(api)
     app.extensions["api"] = api
+
+
+def document_security(api: Api) -> None:
+    """The 401 response and the two ways to authenticate, as OpenAPI components."""
+    api.spec.components.response(
+        "BEARER_REQUIRED",
+        {
+            "description": "API_TOKEN is set and the request lacks `Authorization: Bearer`",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": "Error"}},
+        },
+    )
+    api.spec.components.security_scheme(
+        "bearerAuth",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "required on every endpoint but the public ones "
+            "when the server has API_TOKEN set",
+        },
+    )
+    api.spec.components.security_scheme(
+        "signedLink",
+        {
+            "type": "apiKey",
+            "in": "query",
+            "name": "sig",
+            "description": "instead of the token: the `sig` of a link from "
+            f"POST /tasks/{{task_id}}/download_link, valid {auth.LINK_SECONDS} s",
+        },
+    )
 
 
 def document_page_and_spec(api: Api) -> None:

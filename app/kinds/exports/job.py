@@ -59,17 +59,10 @@ class ExportJob(Job):
         super().__init__(store, task, config)
         self.file: PartFile | None = None
 
-    def _prepare(self) -> bool:
-        """Load the plan made at creation (in steps(): a failure here fails the task).
-
-        True if the export must start over: planned over csv_entries.id (before
-        migration 0003), with a checkpoint that means nothing now.
-        """
+    def _prepare(self) -> None:
+        """Load the plan made at creation (in steps(): a failure here fails the task)."""
         options = orjson.loads(self.task.options)
         snap = options["snapshot"]
-        legacy = "lo" in snap
-        if legacy and self.task.bytes_done:
-            raise ExportFailed("planned over csv_entries.id, which no longer exists: export again")
         self.header = orjson.loads(self.task.header or "[]")
         self.filtered = options.get("column") is not None
         self.match = export_plan.DateRange(options.get("from"), options.get("to"))
@@ -78,7 +71,6 @@ class ExportJob(Job):
         sources = [Source(s, names[s["id"]], self.header) for s in specs]
         self.reader = Reader(self.store, sources, self.filtered)
         self.end = self.reader.end
-        return legacy
 
     def _source_headers(self, ids: list[int]) -> dict[int, list[str]]:
         out = {}
@@ -90,11 +82,9 @@ class ExportJob(Job):
 
     def steps(self):
         task = self.task
-        restart = self._prepare()
+        self._prepare()
         self.file = PartFile(part_path(self.config["DATA_DIR"], task.id), task.bytes_done)
         cursor, written, total = task.cursor or 0, task.last_row, task.rows_total
-        if restart:  # nothing written yet (else _prepare failed): count from the start
-            cursor, total = 0, 0
         if task.bytes_done == 0:
             if self.filtered:
                 total = yield from self._count(cursor, total or 0)
