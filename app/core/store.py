@@ -116,9 +116,9 @@ class Store:
             values.setdefault("heartbeat_at", self.now)  # the sweep's clock starts again
         if to in (S.COMPLETED, S.FAILED, S.REVOKED):
             values["finished_at"] = self.now
-        status = T.c.status == frm[0] if len(frm) == 1 else T.c.status.in_(frm)
-        rows = conn.execute(update(T).where(status, *where).values(**values).returning(*returning))
-        rows = rows.all()
+        leaving = T.c.status == frm[0] if len(frm) == 1 else T.c.status.in_(frm)
+        stmt = update(T).where(leaving, *where).values(**values).returning(*returning)
+        rows = conn.execute(stmt).all()
         ids = [r.id for r in rows]
         if ids and to == S.PAUSED:
             conn.execute(
