@@ -218,3 +218,13 @@ def test_healthz_reports_database_and_broker(client):
 def test_page_is_served(client):
     response = client.get("/")
     assert response.status_code == 200 and b"<form" in response.data
+
+
+def test_views_read_through_the_store_not_the_session():
+    """One way to load a task: the API reads through Store (its reader), as it writes;
+    the Flask-SQLAlchemy session (a second connection source) is not used by views."""
+    from pathlib import Path
+
+    app_dir = Path(__file__).resolve().parent.parent / "app"
+    views = [*(app_dir / "web").rglob("*.py"), *(app_dir / "kinds").rglob("*.py")]
+    assert [str(p.relative_to(app_dir)) for p in views if "db.session" in p.read_text()] == []
