@@ -4,6 +4,7 @@ import io
 
 import pytest
 
+from app.core.store import Step
 from tests.helpers import task, upload, write_rows
 
 
@@ -123,6 +124,41 @@ def test_actions_follow_the_state_table(client, tmp_path):
         assert error["status"] == "TERMINATING" and "TERMINATING" in error["message"]
 
 
+def test_a_task_carries_the_actions_allowed_now(app, client):
+    """`actions` in every answer about a task: those that would change it, per status."""
+    store = app.extensions["store"]
+    tid = post_file(client, b"a\n1\n").get_json()["id"]
+
+    def actions():
+        one = task(client, tid)
+        listed = client.get(f"/tasks?status={one['status']}").get_json()["tasks"]
+        assert [t["actions"] for t in listed if t["id"] == tid] == [one["actions"]]
+        return one["status"], one["actions"]
+
+    assert actions() == ("QUEUED", ["pause", "terminate"])
+    assert client.post(f"/pause/{tid}").get_json()["actions"] == ["resume", "terminate"]
+    assert actions() == ("PAUSED", ["resume", "terminate"])
+    client.post(f"/resume/{tid}")
+    token, _ = store.claim(tid)  # a run takes it (no worker here)
+    assert actions() == ("PROCESSING", ["pause", "terminate"])
+    client.post(f"/pause/{tid}")
+    assert actions() == ("PAUSING", ["resume", "terminate"])
+    client.post(f"/resume/{tid}")
+    store.fail(tid, token, "boom")
+    assert actions() == ("FAILED", ["terminate"])
+    assert client.post(f"/terminate/{tid}").get_json()["actions"] == []
+    assert actions() == ("TERMINATING", [])
+    token, _ = store.claim_rollback(tid)
+    store.finish_rollback(tid, token)
+    assert actions() == ("REVOKED", [])
+    assert client.get("/terminated_tasks").get_json()["tasks"][0]["actions"] == []
+
+    done = post_file(client, b"a\n").get_json()["id"]  # header only: one empty step
+    token, _ = store.claim(done)
+    store.commit(done, token, Step(checkpoint={}, done=True))
+    assert task(client, done)["actions"] == ["terminate"]
+
+
 def test_lists_page_by_key_and_keep_filters(client):
     ids = [post_file(client, b"a\n1\n").get_json()["id"] for _ in range(5)]
     client.post(f"/pause/{ids[0]}")
@@ -182,3 +218,13 @@ def test_healthz_reports_database_and_broker(client):
 def test_page_is_served(client):
     response = client.get("/")
     assert response.status_code == 200 and b"<form" in response.data
+
+
+def test_views_read_through_the_store_not_the_session():
+    """One way to load a task: the API reads through Store (its reader), as it writes;
+    the Flask-SQLAlchemy session (a second connection source) is not used by views."""
+    from pathlib import Path
+
+    app_dir = Path(__file__).resolve().parent.parent / "app"
+    views = [*(app_dir / "web").rglob("*.py"), *(app_dir / "kinds").rglob("*.py")]
+    assert [str(p.relative_to(app_dir)) for p in views if "db.session" in p.read_text()] == []

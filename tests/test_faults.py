@@ -251,6 +251,7 @@ def test_a_dropped_link_on_the_last_empty_commit_still_completes(app, client, tm
     """The file ends exactly at a batch boundary, so the last step is empty (done, no
     rows, the same checkpoint as the step before). Its commit fails before it lands."""
     from app.core import runner
+    from app.core.states import Outcome
 
     rows = 300
     tid = upload(client, write_rows(tmp_path / "r.csv", rows)).get_json()["id"]
@@ -271,7 +272,7 @@ def test_a_dropped_link_on_the_last_empty_commit_still_completes(app, client, tm
         finally:
             del store.commit
     assert dropped and dropped[0].rows == 0
-    assert (outcome, store.get(tid).status) == ("COMPLETED", "COMPLETED")
+    assert (outcome, store.get(tid).status) == (Outcome.COMPLETED, "COMPLETED")
 
 
 # -- the disk and the web server ------------------------------------------------------------

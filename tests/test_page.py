@@ -234,3 +234,32 @@ def test_export_and_download(live_server_factory, dashboard, expect, tmp_path):
     assert sorted(lines[1:]) == sorted(in_autumn)
     assert watch.errors == []
     assert watch.failed == []
+
+
+def test_buttons_follow_the_actions_the_api_sends(live_server_factory, dashboard, expect, tmp_path):
+    """The page has no state table of its own: it enables exactly the task's `actions`."""
+    base_url = live_server_factory()
+    page, watch = dashboard(base_url)
+    upload(page, write_people_csv(tmp_path / "small.csv", 50))
+    row = task_row(page, uploaded_task_id(page, "small.csv"))
+    expect(row.locator(".badge")).to_have_text("COMPLETED", timeout=30_000)
+    buttons = {a: row.get_by_role("button", name=f"{a} small.csv") for a in ("Pause", "Resume")}
+    buttons["Terminate"] = row.get_by_role("button", name="Terminate small.csv")
+    for name, enabled in {"Pause": False, "Resume": False, "Terminate": True}.items():
+        expect(buttons[name]).to_be_enabled(enabled=enabled)
+
+    def rewrite_actions(route):
+        """The server's answer, with actions no COMPLETED task has."""
+        body = route.fetch().json()
+        for item in body["tasks"]:
+            item["actions"] = ["pause", "resume"]
+        route.fulfill(json=body)
+
+    page.route(re.compile(r"/tasks\?"), rewrite_actions)
+    for name, enabled in {"Pause": True, "Resume": True, "Terminate": False}.items():
+        expect(buttons[name]).to_be_enabled(enabled=enabled)
+    expect(row.locator(".badge")).to_have_text("COMPLETED")
+    page.unroute(re.compile(r"/tasks\?"))
+    expect(buttons["Terminate"]).to_be_enabled()
+    assert watch.errors == []
+    assert watch.failed == []

@@ -26,7 +26,8 @@ from sqlalchemy import text
 
 from app.core import runner
 from app.core import states as S
-from app.core.store import COMPLETED, CONTINUE, LOST, PAUSED, Step
+from app.core.states import Outcome
+from app.core.store import Step
 from app.kinds.imports.parser import CsvOptions, inspect, read_batches
 
 FAST = settings(
@@ -287,17 +288,17 @@ class TaskModel:
         )
         outcome = self.store.commit(self.tid, run["token"], step)
         if run["token"] != self.holder or self.status not in HELD:
-            assert outcome == LOST
+            assert outcome == Outcome.LOST
             return
         run["cursor"] = self.last_row = last
         if self.status == S.PAUSING:
-            assert outcome == PAUSED
+            assert outcome == Outcome.PAUSED
             self.status, self.holder = S.PAUSED, None
         elif step.done:
-            assert outcome == COMPLETED
+            assert outcome == Outcome.COMPLETED
             self.status, self.holder = S.COMPLETED, None
         else:
-            assert outcome == CONTINUE
+            assert outcome == Outcome.CONTINUE
 
     def release(self, pick):
         """A run told to shut down (SIGTERM) hands the task back."""

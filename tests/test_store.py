@@ -7,7 +7,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from app.core import states as S
-from app.core.store import COMPLETED, CONTINUE, LOST, PAUSED, Step
+from app.core.states import Outcome
+from app.core.store import Step
 from tests.helpers import row_stats
 
 
@@ -41,7 +42,7 @@ def checkpoint(engine, task_id):
 
 def test_rows_and_checkpoint_commit_together_or_not_at_all(store, task_id, engine):
     token, _ = store.claim(task_id)
-    assert store.commit(task_id, token, step(store, task_id, 1, 10)) == CONTINUE
+    assert store.commit(task_id, token, step(store, task_id, 1, 10)) == Outcome.CONTINUE
     broken = step(store, task_id, 11, 10)
     inner = broken.write
 
@@ -60,16 +61,16 @@ def test_a_stale_run_token_writes_nothing(store, task_id, engine):
     stale, _ = store.claim(task_id)
     assert store.sweep(timeout=-1) == [task_id]  # its holder "went silent": requeued
     fresh, _ = store.claim(task_id)
-    assert store.commit(task_id, stale, step(store, task_id, 1, 5)) == LOST
+    assert store.commit(task_id, stale, step(store, task_id, 1, 5)) == Outcome.LOST
     assert row_stats(engine, task_id)[0] == 0
-    assert store.commit(task_id, fresh, step(store, task_id, 1, 5, done=True)) == COMPLETED
+    assert store.commit(task_id, fresh, step(store, task_id, 1, 5, done=True)) == Outcome.COMPLETED
     assert row_stats(engine, task_id) == (5, 5, 1, 5)
 
 
 def test_terminate_fences_out_the_running_run(store, task_id, engine):
     token, _ = store.claim(task_id)
     assert store.transition(task_id, "terminate") == (S.TERMINATING, True)
-    assert store.commit(task_id, token, step(store, task_id, 1, 5)) == LOST
+    assert store.commit(task_id, token, step(store, task_id, 1, 5)) == Outcome.LOST
     assert row_stats(engine, task_id)[0] == 0
 
 
@@ -77,9 +78,9 @@ def test_pause_is_obeyed_at_the_next_checkpoint_before_its_batch(store, task_id,
     """The batch in hand when a pause is seen is not written: the pause is only the
     transition, whatever the batch's size; the next run reads that batch again."""
     token, _ = store.claim(task_id)
-    assert store.commit(task_id, token, step(store, task_id, 1, 5)) == CONTINUE
+    assert store.commit(task_id, token, step(store, task_id, 1, 5)) == Outcome.CONTINUE
     assert store.transition(task_id, "pause") == (S.PAUSING, True)
-    assert store.commit(task_id, token, step(store, task_id, 6, 5)) == PAUSED
+    assert store.commit(task_id, token, step(store, task_id, 6, 5)) == Outcome.PAUSED
     assert tuple(checkpoint(engine, task_id)) == (5, 5, 6)
     assert row_stats(engine, task_id) == (5, 5, 1, 5)
     with engine.connect() as conn:
@@ -88,10 +89,10 @@ def test_pause_is_obeyed_at_the_next_checkpoint_before_its_batch(store, task_id,
         )
         assert snap.scalar() == 5
     # The paused run holds nothing: its token is gone.
-    assert store.commit(task_id, token, step(store, task_id, 6, 5)) == LOST
+    assert store.commit(task_id, token, step(store, task_id, 6, 5)) == Outcome.LOST
     assert store.transition(task_id, "resume") == (S.QUEUED, True)
     again, _ = store.claim(task_id)
-    assert store.commit(task_id, again, step(store, task_id, 6, 5, done=True)) == COMPLETED
+    assert store.commit(task_id, again, step(store, task_id, 6, 5, done=True)) == Outcome.COMPLETED
     assert row_stats(engine, task_id) == (10, 10, 1, 10)
 
 
@@ -177,7 +178,7 @@ def test_a_commit_that_landed_before_the_link_dropped_is_not_repeated(
         return outcome
 
     monkeypatch.setattr(store, "commit", commit_then_drop)
-    assert runner._commit(store, task_id, token, step(store, task_id, 1, 5)) == CONTINUE
+    assert runner._commit(store, task_id, token, step(store, task_id, 1, 5)) == Outcome.CONTINUE
     assert dropped and row_stats(engine, task_id) == (5, 5, 1, 5)
-    assert runner._commit(store, task_id, token, step(store, task_id, 6, 5)) == CONTINUE
+    assert runner._commit(store, task_id, token, step(store, task_id, 6, 5)) == Outcome.CONTINUE
     assert row_stats(engine, task_id) == (10, 10, 1, 10)

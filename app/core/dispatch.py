@@ -15,7 +15,8 @@ kinds.load()  # registers every kind's Job with the runner
 @shared_task(name="run_task", ignore_result=True)
 def run_task(task_id: int) -> str:
     """Run task `task_id` from its checkpoint; a no-op if another run holds it."""
-    return runner.run(current_app.extensions["store"], task_id, current_app.config, enqueue)
+    outcome = runner.run(current_app.extensions["store"], task_id, current_app.config, enqueue)
+    return outcome.value  # the worker's log shows e.g. 'not claimed', not the enum's repr
 
 
 def wake_workers() -> None:

@@ -15,7 +15,7 @@ from multiprocessing.sharedctypes import RawValue
 from sqlalchemy.exc import OperationalError
 
 from app.core import states as S
-from app.core import store as st
+from app.core.states import Outcome
 from app.core.store import Step, Store
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class Job:
     def steps(self) -> Iterator[Step]:
         raise NotImplementedError
 
-    def finished(self, outcome: str) -> None:
+    def finished(self, outcome: Outcome) -> None:
         """Called once the run stopped with `outcome`."""
 
     @classmethod
@@ -117,7 +117,7 @@ class Throttle:
             shutdown.wait(delay)
 
 
-def _commit(store: Store, task_id: int, token: str, step: Step) -> str:
+def _commit(store: Store, task_id: int, token: str, step: Step) -> Outcome:
     """Commit a step, retrying transient database errors (locks, dropped links)."""
     for attempt in range(RETRIES):
         try:
@@ -134,33 +134,32 @@ def _commit(store: Store, task_id: int, token: str, step: Step) -> str:
     raise AssertionError("unreachable")
 
 
-def _landed(store: Store, task_id: int, step: Step) -> str | None:
+def _landed(store: Store, task_id: int, step: Step) -> Outcome | None:
     """The outcome of a commit that did land after all, or None if it did not."""
     try:
         task = store.get(task_id)
     except OperationalError:
         return None
     if task.status == S.PAUSED:
-        return st.PAUSED  # paused at this batch, or just before it (store.commit)
+        return Outcome.PAUSED  # paused at this batch, or just before it (store.commit)
     if any(getattr(task, k) != v for k, v in step.checkpoint.items()):
         return None
     if step.done and task.status not in (S.PAUSED, S.COMPLETED, S.FAILED):
         return None  # an empty last step leaves the checkpoint as it was: not proof
-    return {S.PAUSED: st.PAUSED, S.COMPLETED: st.COMPLETED, S.FAILED: st.FAILED}.get(
-        task.status, st.CONTINUE
-    )
+    stopped = {S.PAUSED: Outcome.PAUSED, S.COMPLETED: Outcome.COMPLETED, S.FAILED: Outcome.FAILED}
+    return stopped.get(task.status, Outcome.CONTINUE)
 
 
-def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]) -> str:
+def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]) -> Outcome:
     """Run a task from its checkpoint until it completes, pauses, fails or is lost."""
     claimed = store.claim(task_id)
     if claimed is None:
-        return "not claimed"  # a duplicate or stale message: another run holds it
+        return Outcome.NOT_CLAIMED  # a duplicate or stale message: another run holds it
     token, task = claimed
     job = KINDS[task.kind](store, task, config)
     throttle = Throttle(config.get("IMPORT_MAX_ROWS_PER_S"))
     log_batches = config.get("IMPORT_BATCH_LOG")
-    outcome = st.LOST
+    outcome = Outcome.LOST
     steps = job.steps()
     try:
         for step in steps:
@@ -169,10 +168,10 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
             if log_batches:
                 ms = (time.perf_counter() - started) * 1000
                 log.info("batch task=%s rows=%d ms=%.2f", task_id, step.rows, ms)
-            if outcome != st.CONTINUE:
+            if outcome != Outcome.CONTINUE:
                 break
             if shutdown.is_set():
-                outcome = "released"
+                outcome = Outcome.RELEASED
                 if store.release(task_id, token):
                     enqueue(task_id)
                 break
@@ -180,13 +179,13 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
     except Exception as exc:
         if store.fail(task_id, token, f"{type(exc).__name__}: {exc}"):
             log.exception("task %s failed", task_id)
-            outcome = st.FAILED
+            outcome = Outcome.FAILED
         else:  # terminated or taken over meanwhile (its upload may be gone): not a failure
             log.info("task %s stopped: no longer held (%s)", task_id, exc)
     finally:
         steps.close()  # stops the reader (a child process for imports)
     job.finished(outcome)
-    if outcome == st.LOST:
+    if outcome == Outcome.LOST:
         rollback(store, task_id, config)  # if it was terminated, this worker is free to undo it
     return outcome
 

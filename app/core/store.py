@@ -11,21 +11,25 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, func, insert, literal_column, select, update
 
+from app.core import queries
 from app.core import states as S
 from app.core.database import NOW_SQL, row_writer
 from app.core.models import PausedTask, Task, TaskError
+from app.core.states import Outcome
 
 T = Task.__table__
 P = PausedTask.__table__
 E = TaskError.__table__
 
-
-CONTINUE, PAUSED, COMPLETED, FAILED, LOST = "continue", S.PAUSED, S.COMPLETED, S.FAILED, "lost"
-
 # Rows deleted per rollback transaction. SQLite's transaction holds the one write
 # lock (other imports wait: ~60 ms at 50,000 rows); PostgreSQL's locks only the
 # task's own rows, and fewer, larger ranges there cost less in all.
 ROLLBACK_STEP = {"sqlite": 50_000, "postgresql": 250_000}
+
+
+def _held(task_id: int, token: str) -> tuple:
+    """WHERE clauses: this task, still held by the run (or rollback) with `token`."""
+    return T.c.id == task_id, T.c.run_token == token
 
 
 @dataclass
@@ -55,18 +59,24 @@ class Store:
         """write(conn) inserting a batch's rows and row errors (see database.row_writer)."""
         return row_writer(self.dialect, task_id, rows, errors)
 
-    def get(self, task_id: int):
-        """The task row, or None."""
+    @contextmanager
+    def read(self):
+        """A connection for reads (no write lock): what the API reads through."""
         with self.reader.connect() as conn:
-            return conn.execute(select(T).where(T.c.id == task_id)).first()
+            yield conn
+
+    def get(self, task_id: int):
+        """The task row (with `paused_at`), or None."""
+        with self.read() as conn:
+            return queries.get_task(conn, task_id)
 
     # -- creation and user actions -------------------------------------------------
 
     def create_task(self, **values) -> int:
         """Insert a QUEUED task and return its id."""
-        now = self.now
+        now, (_, queued) = self.now, S.check("create")
         stmt = insert(T).values(
-            status=S.QUEUED, created_at=now, updated_at=now, heartbeat_at=now, **values
+            status=queued, created_at=now, updated_at=now, heartbeat_at=now, **values
         )
         with self.tx() as conn:
             return conn.execute(stmt.returning(T.c.id)).scalar_one()
@@ -82,34 +92,44 @@ class Store:
                 status = conn.execute(select(T.c.status).where(T.c.id == task_id)).scalar()
                 if status is None:
                     return None
-                to = S.target(action, status)
-                if to is None:
+                event = S.action_event(action, status)
+                if event is None:
                     return status, False
-                if self._set_status(conn, task_id, status, to, requested_at=self.now):
-                    return to, True
+                where = T.c.id == task_id
+                if self._move(conn, event, where, frm=(status,), requested_at=self.now):
+                    return S.EVENTS[event].to, True
         raise RuntimeError(f"task {task_id}: too much contention on {action}")
 
-    def _set_status(self, conn, task_id: int, frm: str, to: str, **extra) -> bool:
-        values = {"status": to, "updated_at": self.now, **extra}
+    def _move(self, conn, event: str, *where, frm=None, returning=(T.c.id,), **values) -> list:
+        """The one status write: `event` of the state table (states.EVENTS), checked.
+
+        One conditional UPDATE of the tasks in the event's from-statuses (or `frm`,
+        a subset of them) that also match `where`; stamps `updated_at` and what
+        the new status implies, keeps the paused_tasks snapshot in step, and
+        returns the changed rows (`returning`, which must include the id).
+        """
+        frm, to = S.check(event, frm)
+        values = {"status": to, "updated_at": self.now, **values}
+        if to not in S.RUNNING:
+            values.setdefault("run_token", None)  # no run holds it any more
         if to in (S.PAUSED, S.TERMINATING, S.QUEUED):
-            values.setdefault("run_token", None)
-            values["heartbeat_at"] = self.now
+            values.setdefault("heartbeat_at", self.now)  # the sweep's clock starts again
         if to in (S.COMPLETED, S.FAILED, S.REVOKED):
             values["finished_at"] = self.now
-        where = (T.c.id == task_id, T.c.status == frm)
-        result = conn.execute(update(T).where(*where).values(**values))
-        if result.rowcount != 1:
-            return False
-        if to == S.PAUSED:
+        leaving = T.c.status == frm[0] if len(frm) == 1 else T.c.status.in_(frm)
+        stmt = update(T).where(leaving, *where).values(**values).returning(*returning)
+        rows = conn.execute(stmt).all()
+        ids = [r.id for r in rows]
+        if ids and to == S.PAUSED:
             conn.execute(
                 insert(P).from_select(
                     ["task_id", "last_row", "paused_at"],
-                    select(T.c.id, T.c.last_row, self.now).where(T.c.id == task_id),
+                    select(T.c.id, T.c.last_row, self.now).where(T.c.id.in_(ids)),
                 )
             )
-        elif frm == S.PAUSED:
-            conn.execute(delete(P).where(P.c.task_id == task_id))
-        return True
+        elif ids and S.PAUSED in frm:  # only a PAUSED task has a snapshot
+            conn.execute(delete(P).where(P.c.task_id.in_(ids)))
+        return rows
 
     # -- runs ----------------------------------------------------------------------
 
@@ -117,30 +137,26 @@ class Store:
         """Take a QUEUED task for a new run; return (token, task row) or None."""
         token = uuid.uuid4().hex
         now = self.now
-        stmt = (
-            update(T)
-            .where(T.c.id == task_id, T.c.status == S.QUEUED)
-            .values(
-                status=S.PROCESSING,
+        with self.tx() as conn:
+            rows = self._move(
+                conn,
+                "claim",
+                T.c.id == task_id,
+                returning=tuple(T.c),
                 run_token=token,
                 heartbeat_at=now,
-                updated_at=now,
                 started_at=func.coalesce(T.c.started_at, now),
                 run_started_at=now,
                 run_start_row=T.c.last_row,
                 run_start_bytes=T.c.bytes_done,
             )
-            .returning(*T.c)
-        )
-        with self.tx() as conn:
-            row = conn.execute(stmt).first()
-        return (token, row) if row else None
+        return (token, rows[0]) if rows else None
 
-    def commit(self, task_id: int, token: str, step: Step) -> str:
+    def commit(self, task_id: int, token: str, step: Step) -> Outcome:
         """Write a batch and its checkpoint in one transaction, fenced by the token.
 
-        Returns what the run must do next: CONTINUE, or PAUSED / COMPLETED /
-        FAILED (the task has stopped), or LOST (terminated or taken over).
+        Returns what the run must do next: Outcome.CONTINUE, or PAUSED / COMPLETED
+        / FAILED (the task has stopped), or LOST (terminated or taken over).
 
         A pause requested since the last checkpoint is obeyed before the batch is
         written: the batch is dropped (the next run reads it again from the
@@ -163,55 +179,38 @@ class Store:
         with self.tx() as conn:
             row = conn.execute(stmt).first()
             if row is None:
-                status = conn.execute(
-                    select(T.c.status).where(T.c.id == task_id, T.c.run_token == token)
-                ).scalar()
-                if status == S.PAUSING and self._set_status(conn, task_id, S.PAUSING, S.PAUSED):
-                    return PAUSED
-                return LOST
+                held = _held(task_id, token)
+                return Outcome.PAUSED if self._move(conn, "obey_pause", *held) else Outcome.LOST
             if step.write is not None:
                 step.write(conn)
             if row.error_count > row.max_errors:
                 error = f"{row.error_count} row errors passed max_errors={row.max_errors}"
-                self._set_status(conn, task_id, S.PROCESSING, S.FAILED, run_token=None, error=error)
-                return FAILED
+                self._move(conn, "too_many_errors", *_held(task_id, token), error=error)
+                return Outcome.FAILED
             if step.done:
-                self._set_status(conn, task_id, S.PROCESSING, S.COMPLETED, run_token=None)
-                return COMPLETED
+                self._move(conn, "complete", *_held(task_id, token))
+                return Outcome.COMPLETED
             if self.dialect == "postgresql":
                 # A crash of the server may lose the last few batches, but only
                 # whole, with their checkpoint: the run redoes them. No fsync per
                 # batch; a commit that changes the status stays durable.
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-            return CONTINUE
+            return Outcome.CONTINUE
 
     def release(self, task_id: int, token: str) -> bool:
         """Hand a held task back (worker shutting down); True if it is QUEUED again."""
+        held = _held(task_id, token)
         with self.tx() as conn:
-            status = conn.execute(
-                select(T.c.status).where(T.c.id == task_id, T.c.run_token == token)
-            ).scalar()
-            if status == S.PROCESSING:
-                return self._set_status(conn, task_id, status, S.QUEUED)
-            if status == S.PAUSING:
-                self._set_status(conn, task_id, status, S.PAUSED)
+            if self._move(conn, "release", *held):
+                return True
+            self._move(conn, "release_pausing", *held)  # a pause was asked: obey it
         return False
 
     def fail(self, task_id: int, token: str, message: str) -> bool:
         """Mark a held task FAILED with the error that stopped it; False if not held."""
-        stmt = (
-            update(T)
-            .where(T.c.id == task_id, T.c.run_token == token, T.c.status.in_(S.RUNNING))
-            .values(
-                status=S.FAILED,
-                error=message[:2000],
-                run_token=None,
-                updated_at=self.now,
-                finished_at=self.now,
-            )
-        )
+        held = _held(task_id, token)
         with self.tx() as conn:
-            return conn.execute(stmt).rowcount == 1
+            return bool(self._move(conn, "fail", *held, error=message[:2000]))
 
     # -- rollback ------------------------------------------------------------------
 
@@ -252,15 +251,12 @@ class Store:
 
     def finish_rollback(self, task_id: int, token: str) -> bool:
         """Mark a rolled-back task REVOKED (its rows are gone)."""
+        held = _held(task_id, token)
         with self.tx() as conn:
-            if not self._touch(conn, task_id, token):
-                return False
-            return self._set_status(conn, task_id, S.TERMINATING, S.REVOKED, run_token=None)
+            return bool(self._move(conn, "revoke", *held))
 
     def _touch(self, conn, task_id: int, token: str) -> bool:
-        stmt = (
-            update(T).where(T.c.id == task_id, T.c.run_token == token).values(heartbeat_at=self.now)
-        )
+        stmt = update(T).where(*_held(task_id, token)).values(heartbeat_at=self.now)
         return conn.execute(stmt).rowcount == 1
 
     def wal_checkpoint(self) -> None:
@@ -293,17 +289,9 @@ class Store:
                 .returning(T.c.id)
             ).scalars()
             # A run that stopped checkpointing: back to the queue.
-            ring += conn.execute(
-                update(T)
-                .where(T.c.status == S.PROCESSING, stale)
-                .values(status=S.QUEUED, run_token=None, heartbeat_at=self.now)
-                .returning(T.c.id)
-            ).scalars()
+            ring += [r.id for r in self._move(conn, "requeue_stale", stale)]
             # A pause nobody will obey: the checkpoint is already committed.
-            for task_id in (
-                conn.execute(select(T.c.id).where(T.c.status == S.PAUSING, stale)).scalars().all()
-            ):
-                self._set_status(conn, task_id, S.PAUSING, S.PAUSED)
+            self._move(conn, "pause_unheld", stale)
             # A rollback whose runner died: free it for the next one.
             conn.execute(
                 update(T)

@@ -13,6 +13,7 @@ from webargs.multidictproxy import MultiDictProxy
 from werkzeug.datastructures import CombinedMultiDict
 from werkzeug.routing import IntegerConverter, Rule
 
+from app.core import states as S
 from app.core.runner import KINDS
 from app.core.store import Store
 from app.web import auth, errors
@@ -128,6 +129,7 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
         "id": t.id,
         "kind": t.kind,
         "status": t.status,
+        "actions": S.actions(t.status),
         "filename": t.filename,
         "created_at": iso(t.created_at),
         "updated_at": iso(t.updated_at),

@@ -3,8 +3,7 @@
 from flask import current_app
 from sqlalchemy import text
 
-from app.core.models import db
-from app.web.api import Blueprint
+from app.web.api import Blueprint, store
 from app.web.schemas import HealthSchema
 
 blp = Blueprint("health", __name__, description="Service health")
@@ -18,6 +17,11 @@ def _check(fn) -> str:
         return f"error: {type(exc).__name__}: {exc}"[:300]
 
 
+def _ping_database() -> None:
+    with store().read() as conn:
+        conn.execute(text("SELECT 1"))
+
+
 @blp.route("/healthz")
 @blp.public  # for load balancers and orchestrators
 @blp.response(200, HealthSchema)
@@ -25,8 +29,7 @@ def _check(fn) -> str:
 def healthz():
     """Health of the database and the broker, and the number of live workers."""
     celery = current_app.extensions["celery"]
-    database = _check(lambda: db.session.execute(text("SELECT 1")))
-    db.session.rollback()
+    database = _check(_ping_database)
 
     def broker_check():
         with celery.connection_for_write() as conn:

@@ -3,10 +3,8 @@
 import marshmallow as ma
 from marshmallow import fields
 
-from app.core import queries
-from app.core.models import db
 from app.web import auth
-from app.web.api import Blueprint
+from app.web.api import Blueprint, store
 from app.web.errors import ApiError
 
 blp = Blueprint("links", __name__, description="Short-lived signed download links")
@@ -27,6 +25,6 @@ class DownloadLinkSchema(ma.Schema):
 @blp.alt_response(404, schema="Error", description="unknown task")
 def download_link(task_id):
     """A link to the task's download that works without the token for a minute."""
-    if queries.get_task(db.session.connection(), task_id) is None:
+    if store().get(task_id) is None:
         raise ApiError(404, f"task {task_id} not found")
     return {"url": auth.download_link(task_id), "expires_in": auth.LINK_SECONDS}

@@ -39,6 +39,15 @@ class BaseTaskSchema(ma.Schema):
     id = fields.Integer(required=True, metadata={"description": "opaque task id"})
     kind = fields.String(required=True, validate=validate.OneOf(list(KINDS)))
     status = fields.String(required=True, validate=validate.OneOf(S.ALL))
+    actions = fields.List(
+        fields.String(validate=validate.OneOf(S.ACTIONS)),
+        required=True,
+        metadata={
+            "description": "the actions that would change the task now, from the state "
+            "table (e.g. PROCESSING: pause, terminate); an action whose goal already "
+            "holds is left out (it answers 200, unchanged)"
+        },
+    )
     filename = fields.String(required=True, allow_none=True)
     created_at = _time("when the task was created (UTC)")
     updated_at = _time("when the task last changed (UTC)")

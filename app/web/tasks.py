@@ -3,7 +3,6 @@
 from app.core import queries
 from app.core import states as S
 from app.core.dispatch import enqueue, wake_workers
-from app.core.models import db
 from app.web.api import Blueprint, next_link, page_cursor, store, task_dict
 from app.web.errors import ApiError
 from app.web.schemas import TaskListArgs, TaskListSchema, TaskPageArgs, TaskSchema
@@ -12,7 +11,7 @@ blp = Blueprint("tasks", __name__, description="Tasks and their control actions"
 
 
 def _load(task_id: int):
-    task = queries.get_task(db.session.connection(), task_id)
+    task = store().get(task_id)
     if task is None:
         raise ApiError(404, f"task {task_id} not found")
     return task
@@ -28,8 +27,8 @@ def _page(rows, args):
 @blp.response(200, TaskListSchema)
 def list_tasks(args):
     """All tasks, newest first; `status` filters."""
-    conn = db.session.connection()
-    rows = queries.tasks_page(conn, args["limit"], page_cursor(args), args["status"])
+    with store().read() as conn:
+        rows = queries.tasks_page(conn, args["limit"], page_cursor(args), args["status"])
     return _page(rows, args)
 
 
@@ -47,7 +46,8 @@ def get_task(task_id):
 @blp.response(200, TaskListSchema)
 def paused_tasks(args):
     """Paused tasks with their checkpoint (`last_row`) and `paused_at`."""
-    rows = queries.paused_page(db.session.connection(), args["limit"], page_cursor(args))
+    with store().read() as conn:
+        rows = queries.paused_page(conn, args["limit"], page_cursor(args))
     return _page(rows, args)
 
 
@@ -56,13 +56,12 @@ def paused_tasks(args):
 @blp.response(200, TaskListSchema)
 def terminated_tasks(args):
     """Revoked tasks: terminated, none of their rows remain."""
-    conn = db.session.connection()
-    rows = queries.tasks_page(conn, args["limit"], page_cursor(args), S.REVOKED)
+    with store().read() as conn:
+        rows = queries.tasks_page(conn, args["limit"], page_cursor(args), S.REVOKED)
     return _page(rows, args)
 
 
 def _act(action: str, task_id: int):
-    db.session.rollback()  # the store writes in its own transaction
     result = store().transition(task_id, action)
     if result is None:
         raise ApiError(404, f"task {task_id} not found")

@@ -4,10 +4,8 @@ import marshmallow as ma
 from flask import current_app, request, send_file
 from marshmallow import fields, validate
 
-from app.core import queries
 from app.core import states as S
 from app.core.dispatch import enqueue
-from app.core.models import db
 from app.kinds.exports import job as exports
 from app.kinds.exports.plan import PlanError, parse_date
 from app.web.api import Blueprint, store, task_dict, task_links
@@ -91,7 +89,6 @@ def _json_only():
 @blp.doc(responses={202: {"links": task_links("id", EXPORT_LINKS)}})
 def create_export(args):
     """Export the matching imported rows to a CSV file, in the background."""
-    db.session.rollback()  # the store reads and writes in its own transactions
     try:
         task_id = exports.create(
             store(), args["task_id"], args["column"], args["start"], args["end"]
@@ -116,7 +113,7 @@ def create_export(args):
 @signed
 def download(task_id):
     """The finished CSV file of a COMPLETED export."""
-    task = queries.get_task(db.session.connection(), task_id)
+    task = store().get(task_id)
     if task is None:
         raise ApiError(404, f"task {task_id} not found")
     if task.kind != "export":

@@ -27,7 +27,8 @@ from sqlalchemy import select
 from app.core import states as S
 from app.core.models import Task
 from app.core.runner import Job, register
-from app.core.store import COMPLETED, LOST, PAUSED, Step, Store
+from app.core.states import Outcome
+from app.core.store import Step, Store
 from app.kinds.exports import plan as export_plan
 from app.kinds.exports.outfile import PartFile, discard_files, final_path, finalize, part_path
 from app.kinds.exports.reader import CHUNK, Reader, Source
@@ -166,10 +167,10 @@ class ExportJob(Job):
                 done=done,
             )
 
-    def finished(self, outcome: str) -> None:
+    def finished(self, outcome: Outcome) -> None:
         data_dir, task_id = self.config["DATA_DIR"], self.task.id
         if self.file is not None:
-            if outcome == PAUSED:
+            if outcome == Outcome.PAUSED:
                 # A pause drops the batch in hand (store.commit): cut what it wrote,
                 # so a paused export's file ends at its checkpoint. Read after the
                 # pause committed; the file is still locked by this run.
@@ -177,9 +178,9 @@ class ExportJob(Job):
                 if now is not None:
                     self.file.cut(now.bytes_done)
             self.file.close()
-        if outcome == COMPLETED:
+        if outcome == Outcome.COMPLETED:
             finalize(data_dir, task_id)
-        elif outcome == LOST:
+        elif outcome == Outcome.LOST:
             # Terminated while it ran: its rollback may have removed the files before
             # this run created its .part; remove what this run left.
             now = self.store.get(task_id)

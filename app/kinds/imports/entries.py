@@ -3,8 +3,7 @@
 import orjson
 
 from app.core import queries
-from app.core.models import db
-from app.web.api import Blueprint, next_link, page_cursor
+from app.web.api import Blueprint, next_link, page_cursor, store
 from app.web.errors import ApiError
 from app.web.schemas import EntryListArgs, EntryListSchema, PageArgs, RowErrorListSchema
 
@@ -24,18 +23,18 @@ def _require_task(conn, task_id: int):
 @blp.alt_response(404, schema="Error", description="unknown task_id")
 def list_entries(args):
     """Imported rows in import order; `task_id` filters."""
-    conn = db.session.connection()
     task_id = args["task_id"]
-    if task_id is not None:
-        _require_task(conn, task_id)
     after = page_cursor(args)
     if after is not None and not isinstance(after, tuple):  # a row number: in task_id
         after = (task_id or 0, after)
-    rows = queries.entries_page(conn, args["limit"], after, task_id)
-    headers = {
-        k: orjson.loads(v or "[]")
-        for k, v in queries.headers(conn, {r.task_id for r in rows}).items()
-    }
+    with store().read() as conn:  # one snapshot: the rows and their headers
+        if task_id is not None:
+            _require_task(conn, task_id)
+        rows = queries.entries_page(conn, args["limit"], after, task_id)
+        headers = {
+            k: orjson.loads(v or "[]")
+            for k, v in queries.headers(conn, {r.task_id for r in rows}).items()
+        }
     entries = [
         {
             "id": f"{r.task_id}:{r.row_number}",
@@ -56,9 +55,9 @@ def list_entries(args):
 @blp.alt_response(404, schema="Error")
 def list_errors(args, task_id):
     """The rows that could not be imported, with line number, text and reason."""
-    conn = db.session.connection()
-    _require_task(conn, task_id)
-    rows = queries.errors_page(conn, task_id, args["limit"], page_cursor(args))
+    with store().read() as conn:
+        _require_task(conn, task_id)
+        rows = queries.errors_page(conn, task_id, args["limit"], page_cursor(args))
     errors = [
         {"row_number": r.row_number, "line_number": r.line_number, "raw": r.raw, "reason": r.reason}
         for r in rows

@@ -6,7 +6,8 @@ import orjson
 
 from app.core.models import CsvEntry, TaskError
 from app.core.runner import Job, register
-from app.core.store import COMPLETED, Step
+from app.core.states import Outcome
+from app.core.store import Step
 from app.kinds.imports import parser as importer
 
 
@@ -64,8 +65,8 @@ class ImportJob(Job):
                 write=self.store.row_writer(task.id, b.rows, b.errors),
             )
 
-    def finished(self, outcome: str) -> None:
-        if outcome == COMPLETED:
+    def finished(self, outcome: Outcome) -> None:
+        if outcome == Outcome.COMPLETED:
             _remove(self.task.upload_path)
 
     @classmethod

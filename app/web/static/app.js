@@ -7,12 +7,8 @@
   const TOKEN_KEY = "csvTasks.apiToken";
   const PAGE_SIZE = 25;
   const ENTRY_PAGE_SIZE = 20;
-  // Which statuses each action applies to (SPEC, "Actions").
-  const ACTIONS = {
-    pause: ["QUEUED", "PROCESSING"],
-    resume: ["PAUSED", "PAUSING"],
-    terminate: ["QUEUED", "PROCESSING", "PAUSING", "PAUSED", "COMPLETED", "FAILED"],
-  };
+  // The buttons of a row; which are enabled comes from the task's `actions` (the server's state table).
+  const ACTIONS = ["pause", "resume", "terminate"];
   const REASONS = {
     400: "Bad request", 401: "Not authorised", 403: "Forbidden", 404: "Not found",
     409: "Conflict", 413: "File too large", 415: "Unsupported file", 500: "Server error",
@@ -169,7 +165,7 @@
 
   const percent = (p) => `${Math.floor((p || 0) * 100)} %`;
   const taskUrl = (id) => `#/tasks/${encodeURIComponent(id)}`;
-  const applies = (action, task) => ACTIONS[action].includes(task.status);
+  const applies = (action, task) => (task.actions || []).includes(action);
   const canDownload = (task) => task.kind === "export" && task.status === "COMPLETED";
 
   // ---------------------------------------------------------------- upload form
@@ -313,7 +309,7 @@
     cell("ETA", row.eta);
     cell("Created", row.created);
     const actions = cell("Actions");
-    for (const action of Object.keys(ACTIONS)) {
+    for (const action of ACTIONS) {
       const button = el("button", { type: "button", textContent: action[0].toUpperCase() + action.slice(1) });
       button.dataset.action = action;
       if (action === "terminate") button.className = "danger";
