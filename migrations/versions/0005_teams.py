@@ -15,6 +15,11 @@ depends_on = None
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
+def _text(length: int):
+    """Code point order on PostgreSQL too (SQLite's is binary), as the models say."""
+    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
+
+
 def _creator():
     return sa.Column("created_by_task", sa.Integer(), nullable=True)
 
@@ -23,7 +28,7 @@ def upgrade():
     op.create_table(
         "teams",
         sa.Column("id", BigId, nullable=False),
-        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("name", _text(100), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         _creator(),
         sa.ForeignKeyConstraint(
@@ -36,7 +41,7 @@ def upgrade():
     op.create_table(
         "users",
         sa.Column("id", BigId, nullable=False),
-        sa.Column("email", sa.String(length=254), nullable=False),
+        sa.Column("email", _text(254), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=True),
         sa.Column("created_at", sa.Float(), nullable=False),
         _creator(),

@@ -11,11 +11,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.core.models import BigId, db
 
 
+def _text(length: int):
+    """Ordered and compared by code point on both databases (SQLite's binary order)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 class Team(db.Model):
     __tablename__ = "teams"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    name: Mapped[str] = mapped_column(String(100), unique=True)  # trimmed, case-sensitive
+    name: Mapped[str] = mapped_column(_text(100), unique=True)  # trimmed, case-sensitive
     created_at: Mapped[float] = mapped_column(Float)
     created_by_task: Mapped[int | None] = mapped_column(Integer, ForeignKey("tasks.id"), index=True)
 
@@ -24,7 +29,7 @@ class User(db.Model):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    email: Mapped[str] = mapped_column(String(254), unique=True)  # lower-case
+    email: Mapped[str] = mapped_column(_text(254), unique=True)  # lower-case
     name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[float] = mapped_column(Float)
     created_by_task: Mapped[int | None] = mapped_column(Integer, ForeignKey("tasks.id"), index=True)
