@@ -10,6 +10,7 @@ from types import ModuleType
 PACKAGES = (
     "imports",
     "exports",
+    "teams",
 )
 
 

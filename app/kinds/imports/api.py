@@ -1,6 +1,7 @@
 """POST /: upload a CSV and start its import."""
 
 import os
+from collections.abc import Callable
 
 import orjson
 from flask import current_app
@@ -41,6 +42,14 @@ blp = Blueprint("uploads", __name__, description="Upload a CSV file to import")
 )
 def upload(form):
     """Upload a CSV (multipart field `file`) and start importing it."""
+    return start_task(form, "import")
+
+
+def start_task(form: dict, kind: str, check: Callable[[list[str]], object] | None = None):
+    """Store an uploaded CSV, check its start, create a queued task of `kind`: the 202.
+
+    `check(header)` may refuse the header (parser.UploadRejected, a 400).
+    """
     file = form["file"]
     if not isinstance(file, FileStorage):
         raise ApiError(400, "no file part: send the CSV as multipart field 'file'")
@@ -58,6 +67,8 @@ def upload(form):
         )
         try:
             layout = importer.inspect(path, options)
+            if check is not None:
+                check(layout.header)
         except importer.UploadRejected as exc:
             raise ApiError(400, str(exc)) from None
     except ApiError:
@@ -65,7 +76,7 @@ def upload(form):
         raise
     try:
         task_id = store().create_task(
-            kind="import",
+            kind=kind,
             filename=os.path.basename(file.filename)[:255],
             upload_path=path,
             options=orjson.dumps(
