@@ -11,7 +11,8 @@ from marshmallow import Schema, fields, validate
 
 from app.core.models import TaskError
 from app.core.runner import Job, register
-from app.core.store import COMPLETED, Step, Store
+from app.core.states import Outcome
+from app.core.store import Step, Store
 from app.kinds.imports import parser
 from app.kinds.imports.job import ImportJob, csv_options
 from app.kinds.teams import rows as R
@@ -106,8 +107,8 @@ class TeamsJob(Job):
             )
             span = (b.offset, b.line_number, b.last_row)
 
-    def finished(self, outcome: str) -> None:
-        if outcome == COMPLETED:
+    def finished(self, outcome: Outcome) -> None:
+        if outcome == Outcome.COMPLETED:
             ImportJob.discard(self.task, self.config)  # the upload is no longer needed
 
     @classmethod
