@@ -15,6 +15,15 @@ def _float(name: str, default: float | None) -> float | None:
     return float(value) if value else default
 
 
+def allowed_hosts(value: str | None, bound: str) -> list[str]:
+    """ALLOWED_HOSTS as lower-case names (IPv6 in brackets); default: local names + HOST."""
+    names = value.split(",") if value and value.strip() else ["localhost", "127.0.0.1", "[::1]"]
+    names = [n.strip().lower() for n in names if n.strip()]
+    if not (value and value.strip()) and bound:
+        names.append(bound.strip().lower())
+    return [f"[{n}]" if ":" in n and not n.startswith("[") else n for n in names]
+
+
 def from_environment() -> dict:
     """Return the Flask config mapping built from environment variables."""
     data_dir = Path(os.environ.get("DATA_DIR", "instance")).resolve()
@@ -42,4 +51,9 @@ def from_environment() -> dict:
         "SWEEP_INTERVAL_S": _float("SWEEP_INTERVAL_S", 5.0),
         "WORKER_CONCURRENCY": _int("WORKER_CONCURRENCY", cores),
         "WEB_CONCURRENCY": _int("WEB_CONCURRENCY", cores),
+        "ALLOWED_HOSTS": allowed_hosts(
+            os.environ.get("ALLOWED_HOSTS"), os.environ.get("HOST", "127.0.0.1")
+        ),
+        # Proxies in front whose X-Forwarded-For/-Proto are believed (nginx: 1).
+        "PROXY_HOPS": _int("PROXY_HOPS", 0),
     }
