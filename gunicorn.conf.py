@@ -6,6 +6,11 @@ import secrets
 
 from gunicorn import util
 
+from app.config import private_files
+from app.web.auth import SECURITY_HEADERS
+
+private_files()  # the master and its workers create files 0600, folders 0700
+
 # One secret for every web worker: a link signed by one must verify in the others.
 if not os.environ.get("SECRET_KEY"):
     os.environ["SECRET_KEY"] = secrets.token_hex(32)
@@ -38,13 +43,20 @@ def post_worker_init(worker):
 
 def json_error(sock, status_int, reason, mesg):
     """gunicorn's own refusals (a request line or headers too long, a malformed request)
-    in the API's one error shape instead of an HTML page."""
-    body = json.dumps({"error": {"code": status_int, "message": f"{reason}: {mesg}"}}).encode()
-    head = (
-        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    in the API's one error shape, with the security headers, and without echoing the
+    request: `mesg` quotes what the client sent, so only the fixed `reason` is shown."""
+    body = json.dumps({"error": {"code": status_int, "message": str(reason)}}).encode()
+    headers = {
+        "Connection": "close",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        "Cache-Control": "no-store",
+        **SECURITY_HEADERS,
+    }
+    head = f"HTTP/1.1 {status_int} {reason}\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers.items()
     )
-    util.write_nonblock(sock, head.encode("latin-1") + body)
+    util.write_nonblock(sock, (head + "\r\n").encode("latin-1") + body)
 
 
 util.write_error = json_error  # looked up at each call by gunicorn's workers

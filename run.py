@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gunicorn.app.base import Application
 
+from app.config import private_files
 from app.kinds.imports.parser import die_with_parent
 
 HERE = Path(__file__).resolve().parent
@@ -37,6 +38,7 @@ def start_embedded_worker() -> subprocess.Popen:
 
 
 def main() -> None:
+    private_files()
     worker = None if os.environ.get("REDIS_URL") else start_embedded_worker()
     try:
         Server().run()

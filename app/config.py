@@ -4,6 +4,14 @@ import os
 import secrets
 from pathlib import Path
 
+# Data files 0600 and folders 0700: uploads, exports and the database are the users'.
+PRIVATE_UMASK = 0o077
+
+
+def private_files() -> None:
+    """Set the process umask so every file the service creates is its own alone."""
+    os.umask(PRIVATE_UMASK)
+
 
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()

@@ -22,6 +22,12 @@ class Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400  # a malformed request is a 400, not a 422
     __location_map__ = {**FlaskParser.__location_map__, "multipart": "load_multipart"}
 
+    def _raw_load_json(self, req):
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError:  # stdlib json on a body nested thousands deep
+            raise ApiError(400, "the JSON body is nested too deeply") from None
+
     def load_multipart(self, req, schema):
         """Files and form fields of a multipart body as one mapping (one requestBody)."""
         return self._makeproxy(CombinedMultiDict([req.files, req.form]), schema)

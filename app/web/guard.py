@@ -77,6 +77,22 @@ def check_request():
     return None
 
 
+def relative_redirect(response):
+    """A redirect's Location as a path: never a host taken from the request.
+
+    werkzeug's own redirects (`/tasks//1` to `/tasks/1`) build an absolute URL
+    from the Host header; the browser resolves a path against where it is.
+    """
+    location = response.headers.get("Location")
+    if location and 300 <= response.status_code < 400:
+        parts = urlsplit(location)
+        if parts.scheme or parts.netloc:
+            path = "/" + parts.path.lstrip("/")  # never "//host": that is a host again
+            response.headers["Location"] = path + (f"?{parts.query}" if parts.query else "")
+    return response
+
+
 def init_app(app: Flask) -> None:
     """Install the check ahead of every other before-request function."""
     app.before_request_funcs.setdefault(None, []).insert(0, check_request)
+    app.after_request(relative_redirect)

@@ -35,6 +35,7 @@ class ExportRequestSchema(ma.Schema):
     """What to export; every key optional (none: every imported row)."""
 
     task_id = fields.Integer(
+        strict=True,  # a JSON integer: not 2.5, "2" or true
         load_default=None,
         allow_none=True,
         validate=validate.Range(0, MAX_ID),
@@ -128,6 +129,8 @@ def download(task_id):
     path = exports.download_path(current_app.config["DATA_DIR"], task)
     if path is None:
         raise ApiError(404, f"the file of export {task_id} is missing")
-    return send_file(
+    response = send_file(
         path, mimetype="text/csv", as_attachment=True, download_name=f"export-{task_id}.csv"
     )
+    response.headers["Cache-Control"] = "no-store"  # rows of every uploader: never kept
+    return response

@@ -7,7 +7,7 @@ from flask import current_app
 from werkzeug.datastructures import FileStorage
 
 from app.core.dispatch import enqueue
-from app.core.uploads import adopt, insufficient_storage
+from app.core.uploads import adopt, clean_filename, insufficient_storage
 from app.kinds.imports import parser as importer
 from app.web.api import Blueprint, store, task_dict, task_links
 from app.web.errors import ApiError
@@ -66,7 +66,7 @@ def upload(form):
     try:
         task_id = store().create_task(
             kind="import",
-            filename=os.path.basename(file.filename)[:255],
+            filename=clean_filename(file.filename),
             upload_path=path,
             options=orjson.dumps(
                 {k: form[k] for k in ("has_header", "delimiter", "encoding")}
