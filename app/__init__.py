@@ -42,7 +42,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     Migrate(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
 
     from app.core import uploads
-    from app.web import api, auth, errors, guard, page
+    from app.web import api, auth, errors, guard, limits, page
 
     if hops := app.config["PROXY_HOPS"]:
         # Only the trusted front proxy's X-Forwarded-For/-Proto: the client address
@@ -52,6 +52,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.init_app(app)
     auth.init_app(app)
     guard.init_app(app)  # first of the before-request functions
+    limits.init_app(app)
     api.init_app(app)
     app.register_blueprint(page.bp)
     celery_init_app(app)

@@ -64,4 +64,7 @@ def from_environment() -> dict:
         ),
         # Proxies in front whose X-Forwarded-For/-Proto are believed (nginx: 1).
         "PROXY_HOPS": _int("PROXY_HOPS", 0),
+        # Per client (see app/web/limits.py): unsafe requests, and unfinished tasks.
+        "RATE_LIMIT": os.environ.get("RATE_LIMIT", "30/second;1200/minute").strip(),
+        "MAX_ACTIVE_TASKS_PER_CLIENT": _int("MAX_ACTIVE_TASKS_PER_CLIENT", 10),
     }

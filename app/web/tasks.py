@@ -4,6 +4,7 @@ from app.core import queries
 from app.core import states as S
 from app.core.dispatch import enqueue, wake_workers
 from app.core.models import db
+from app.web import limits
 from app.web.api import Blueprint, next_link, page_cursor, store, task_dict
 from app.web.errors import ApiError
 from app.web.schemas import TaskListArgs, TaskListSchema, TaskPageArgs, TaskSchema
@@ -62,6 +63,8 @@ def terminated_tasks(args):
 
 
 def _act(action: str, task_id: int):
+    if action == "resume" and getattr(_load(task_id), "status", None) == S.PAUSED:
+        limits.check_active(db.session.connection())  # it would be unfinished again
     db.session.rollback()  # the store writes in its own transaction
     result = store().transition(task_id, action)
     if result is None:

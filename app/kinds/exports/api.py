@@ -10,6 +10,7 @@ from app.core.dispatch import enqueue
 from app.core.models import db
 from app.kinds.exports import job as exports
 from app.kinds.exports.plan import PlanError, parse_date
+from app.web import limits
 from app.web.api import Blueprint, store, task_dict, task_links
 from app.web.auth import signed
 from app.web.errors import ApiError
@@ -81,6 +82,7 @@ def _json_only():
 
 
 @blp.route("/exports", methods=["POST"])
+@limits.starts_task
 @blp.arguments(ExportRequestSchema, required=False)
 @blp.response(
     202,
@@ -95,7 +97,7 @@ def create_export(args):
     db.session.rollback()  # the store reads and writes in its own transactions
     try:
         task_id = exports.create(
-            store(), args["task_id"], args["column"], args["start"], args["end"]
+            store(), args["task_id"], args["column"], args["start"], args["end"], limits.client()
         )
     except PlanError as exc:
         raise ApiError(exc.code, exc.message, exc.status) from None

@@ -206,7 +206,9 @@ def download_path(data_dir: str, task) -> str | None:
     return path if os.path.exists(path) else None
 
 
-def create(store: Store, task_id: int | None, column: str | None, start, end) -> int:
+def create(
+    store: Store, task_id: int | None, column: str | None, start, end, client: str | None = None
+) -> int:
     """Check an export request, freeze its sources and create its QUEUED task.
 
     Raises export_plan.PlanError for a request to refuse.
@@ -218,4 +220,5 @@ def create(store: Store, task_id: int | None, column: str | None, start, end) ->
         header=orjson.dumps(plan.header).decode(),
         options=orjson.dumps(plan.options).decode(),
         rows_total=plan.rows_total,
+        client=client,
     )

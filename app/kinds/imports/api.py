@@ -9,6 +9,7 @@ from werkzeug.datastructures import FileStorage
 from app.core.dispatch import enqueue
 from app.core.uploads import adopt, clean_filename, insufficient_storage
 from app.kinds.imports import parser as importer
+from app.web import limits
 from app.web.api import Blueprint, store, task_dict, task_links
 from app.web.errors import ApiError
 from app.web.schemas import TaskSchema, UploadSchema
@@ -17,6 +18,7 @@ blp = Blueprint("uploads", __name__, description="Upload a CSV file to import")
 
 
 @blp.route("/", methods=["POST"])
+@limits.starts_task
 @blp.arguments(UploadSchema, location="multipart")
 @blp.response(
     202,
@@ -76,6 +78,7 @@ def upload(form):
             bytes_done=layout.data_offset,
             line_number=layout.data_line,
             max_errors=form["max_errors"],
+            client=limits.client(),
         )
     except Exception as exc:
         os.unlink(path)  # no task, no file: nothing half-made
