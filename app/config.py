@@ -67,4 +67,9 @@ def from_environment() -> dict:
         # Per client (see app/web/limits.py): unsafe requests, and unfinished tasks.
         "RATE_LIMIT": os.environ.get("RATE_LIMIT", "30/second;1200/minute").strip(),
         "MAX_ACTIVE_TASKS_PER_CLIENT": _int("MAX_ACTIVE_TASKS_PER_CLIENT", 10),
+        # Bounded work per request: an export's columns, a list page's bytes.
+        "EXPORT_MAX_COLUMNS": _int("EXPORT_MAX_COLUMNS", 2000),
+        "PAGE_MAX_BYTES": _int("PAGE_MAX_BYTES", 1024 * 1024),
+        # A finished export's file is removed this long after it completed (410 then).
+        "EXPORT_TTL_HOURS": _float("EXPORT_TTL_HOURS", 24.0),
     }

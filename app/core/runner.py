@@ -78,6 +78,10 @@ class Job:
     def discard(cls, task) -> None:
         """Remove the task's files (on rollback)."""
 
+    @classmethod
+    def sweep(cls, store, config: dict) -> None:
+        """Housekeeping of this kind, at every sweep of every worker's control thread."""
+
 
 def register(job: type[Job]) -> type[Job]:
     KINDS[job.kind] = job

@@ -124,9 +124,22 @@ def page_cursor(args: dict) -> int | tuple[int, int] | None:
         raise ApiError(400, "cursor: not a cursor this server made") from None
 
 
-def next_link(items: list, args: dict, key, **path_args) -> str | None:
-    """The relative path of the next page, keeping the filters; None on the last page."""
-    if len(items) < args["limit"]:
+def within_budget(items: list, size) -> tuple[list, bool]:
+    """The first items whose `size(item)` (about their JSON bytes) fit PAGE_MAX_BYTES,
+    at least one; and whether the page stopped early for it (then `next` continues)."""
+    budget, used = current_app.config["PAGE_MAX_BYTES"], 0
+    for i, item in enumerate(items):
+        used += size(item)
+        if used > budget and i > 0:
+            return items[:i], True
+    return items, False
+
+
+def next_link(items: list, args: dict, key, cut: bool = False, **path_args) -> str | None:
+    """The relative path of the next page, keeping the filters; None on the last page.
+
+    A page is full at `limit` items, or `cut` short by its byte budget."""
+    if not items or (len(items) < args["limit"] and not cut):
         return None
     query = {k: v for k, v in args.items() if v is not None and k != "cursor"}
     query.update(path_args)
@@ -145,8 +158,13 @@ def task_links(id_field: str, operation_ids=IMPORT_LINKS) -> dict:
     }
 
 
-def task_dict(t, now: float | None = None, paused_at: float | None = None) -> dict:
-    """A task as the API shows it, with its derived progress, speed and ETA."""
+def task_dict(
+    t, now: float | None = None, paused_at: float | None = None, header: bool = True
+) -> dict:
+    """A task as the API shows it, with its derived progress, speed and ETA.
+
+    Lists leave out `header` (it can be thousands of names): GET /tasks/<id> has it.
+    """
     now = time.time() if now is None else now
     options = orjson.loads(t.options) if t.options else None
     filename, rows_total = t.filename, None
@@ -171,7 +189,7 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
         else:
             byte_rate = (t.bytes_done - t.run_start_bytes) / elapsed
             eta = (t.bytes_total - t.bytes_done) / byte_rate if byte_rate > 0 else None
-    return {
+    shown = {
         "id": t.id,
         "kind": t.kind,
         "status": t.status,
@@ -190,12 +208,23 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
         "rows_per_second": rate,
         "eta_seconds": eta,
         "error": t.error,
-        "header": orjson.loads(t.header) if t.header else None,
+        "header": (orjson.loads(t.header) if t.header else None) if header else None,
         "options": options,
         "rows_total": rows_total,
         "paused_at": iso(paused_at),
         "requested_at": iso(t.requested_at),
+        "expires_at": iso(export_expiry(t)),
     }
+    if not header:
+        del shown["header"]
+    return shown
+
+
+def export_expiry(t) -> float | None:
+    """When a COMPLETED export's file goes (EXPORT_TTL_HOURS after it finished)."""
+    if t.kind != "export" or t.status != "COMPLETED" or t.finished_at is None:
+        return None
+    return t.finished_at + current_app.config["EXPORT_TTL_HOURS"] * 3600
 
 
 def init_app(app: Flask) -> None:

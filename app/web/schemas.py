@@ -60,9 +60,8 @@ class TaskSchema(ma.Schema):
     )
     header = fields.List(
         fields.String(),
-        required=True,
         allow_none=True,
-        metadata={"description": "the CSV's column names"},
+        metadata={"description": "the CSV's column names (GET /tasks/<id> only, not in lists)"},
     )
     options = fields.Dict(
         required=True,
@@ -77,6 +76,9 @@ class TaskSchema(ma.Schema):
     )
     paused_at = _time("when the task was last PAUSED (UTC)")
     requested_at = _time("when the last action was accepted (UTC)")
+    expires_at = _time(
+        "a COMPLETED export: when its file is removed (EXPORT_TTL_HOURS); then a download is 410"
+    )
 
 
 class ErrorBodySchema(ma.Schema):

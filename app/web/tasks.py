@@ -1,11 +1,13 @@
 """Tasks: list, show, and the pause / resume / terminate actions."""
 
+import orjson
+
 from app.core import queries
 from app.core import states as S
 from app.core.dispatch import enqueue, wake_workers
 from app.core.models import db
 from app.web import limits
-from app.web.api import Blueprint, next_link, page_cursor, store, task_dict
+from app.web.api import Blueprint, next_link, page_cursor, store, task_dict, within_budget
 from app.web.errors import ApiError
 from app.web.schemas import TaskListArgs, TaskListSchema, TaskPageArgs, TaskSchema
 
@@ -20,8 +22,9 @@ def _load(task_id: int):
 
 
 def _page(rows, args):
-    items = [task_dict(r, paused_at=r.paused_at) for r in rows]
-    return {"tasks": items, "next": next_link(rows, args, lambda r: r.id)}
+    items = [task_dict(r, paused_at=r.paused_at, header=False) for r in rows]
+    items, cut = within_budget(items, lambda item: len(orjson.dumps(item, default=str)))
+    return {"tasks": items, "next": next_link(rows[: len(items)], args, lambda r: r.id, cut)}
 
 
 @blp.route("/tasks")

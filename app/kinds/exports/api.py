@@ -1,5 +1,7 @@
 """Exports: matching imported rows into a CSV file, and its download."""
 
+import time
+
 import marshmallow as ma
 from flask import current_app, request, send_file
 from marshmallow import fields, validate
@@ -11,7 +13,7 @@ from app.core.models import db
 from app.kinds.exports import job as exports
 from app.kinds.exports.plan import PlanError, parse_date
 from app.web import limits
-from app.web.api import Blueprint, store, task_dict, task_links
+from app.web.api import Blueprint, export_expiry, store, task_dict, task_links
 from app.web.auth import signed
 from app.web.errors import ApiError
 from app.web.schemas import MAX_ID, TaskSchema
@@ -97,7 +99,13 @@ def create_export(args):
     db.session.rollback()  # the store reads and writes in its own transactions
     try:
         task_id = exports.create(
-            store(), args["task_id"], args["column"], args["start"], args["end"], limits.client()
+            store(),
+            args["task_id"],
+            args["column"],
+            args["start"],
+            args["end"],
+            client=limits.client(),
+            max_columns=current_app.config["EXPORT_MAX_COLUMNS"],
         )
     except PlanError as exc:
         raise ApiError(exc.code, exc.message, exc.status) from None
@@ -116,6 +124,7 @@ def create_export(args):
 )
 @blp.alt_response(404, schema="Error", description="no such export, or REVOKED")
 @blp.alt_response(409, schema="Error", description="not COMPLETED yet")
+@blp.alt_response(410, schema="Error", description="expired: past `expires_at`")
 @signed
 def download(task_id):
     """The finished CSV file of a COMPLETED export."""
@@ -128,6 +137,8 @@ def download(task_id):
         raise ApiError(404, f"export {task_id} was terminated: its file is removed", task.status)
     if task.status != S.COMPLETED:
         raise ApiError(409, f"export {task_id} is {task.status}, not COMPLETED", task.status)
+    if time.time() >= export_expiry(task):
+        raise ApiError(410, f"export {task_id} expired (EXPORT_TTL_HOURS): export again")
     path = exports.download_path(current_app.config["DATA_DIR"], task)
     if path is None:
         raise ApiError(404, f"the file of export {task_id} is missing")
