@@ -13,7 +13,7 @@ from werkzeug.datastructures import CombinedMultiDict
 from werkzeug.routing import IntegerConverter, Rule
 
 from app.core.store import Store
-from app.web import auth, errors
+from app.web import auth, errors, guard
 from app.web.errors import ApiError
 from app.web.schemas import MAX_ID, ErrorSchema, decode_cursor, encode_cursor, iso
 
@@ -69,8 +69,15 @@ class ContractPlugin(BasePlugin):
                 operation["security"] = []
             elif getattr(view, "signed", False):
                 operation["security"] = [{"bearerAuth": []}, {"signedLink": []}]
+            responses = operation.setdefault("responses", {})
             if operation.get("security") != []:  # 401 when API_TOKEN is set
-                operation.setdefault("responses", {})["401"] = "BEARER_REQUIRED"
+                responses["401"] = "BEARER_REQUIRED"
+            # app/web/guard.py and app/web/limits.py answer these on any path.
+            responses.setdefault("400", "BAD_REQUEST_OR_HOST")
+            if method.upper() not in guard.SAFE_METHODS:
+                responses["403"] = "CROSS_ORIGIN"
+                if not getattr(view, "rate_exempt", False):
+                    responses["429"] = "TOO_MANY_REQUESTS"
 
 
 class Api(_Api):
@@ -87,6 +94,23 @@ class Api(_Api):
                 "description": "API_TOKEN is set and the request lacks `Authorization: Bearer`",
                 "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
                 "content": {"application/json": {"schema": "Error"}},
+            },
+        )
+        error = {"content": {"application/json": {"schema": "Error"}}}
+        self.spec.components.response(
+            "BAD_REQUEST_OR_HOST",
+            {"description": "malformed request, or a Host not in ALLOWED_HOSTS", **error},
+        )
+        self.spec.components.response(
+            "CROSS_ORIGIN",
+            {"description": "from another origin (Origin, Sec-Fetch-Site: cross-site)", **error},
+        )
+        self.spec.components.response(
+            "TOO_MANY_REQUESTS",
+            {
+                "description": "over RATE_LIMIT or MAX_ACTIVE_TASKS_PER_CLIENT for this client",
+                "headers": {"Retry-After": {"schema": {"type": "integer"}, "required": True}},
+                **error,
             },
         )
         self.spec.components.security_scheme(
