@@ -1,4 +1,5 @@
-# Production image: gunicorn (web) and a Celery worker under supervisord.
+# Production image: nginx (the front, on PORT), gunicorn (web, on 127.0.0.1:APP_PORT)
+# and a Celery worker under supervisord.
 #   docker build -t csv-importer .
 #   docker run -p 5001:5001 -e REDIS_URL=redis://host:6379/0 -v csv-data:/data csv-importer
 # docker-compose.yml runs web and workers as separate services of this image.
@@ -26,7 +27,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DATA_DIR=/data \
     HOST=0.0.0.0 \
     PORT=5001 \
+    APP_PORT=5002 \
     SUPERVISOR_RUN_DIR=/tmp
+
+# nginx is the front (deploy/nginx.conf.template): Debian's package, at the
+# security-updated version of the base image's release; an exact pin would
+# break the build each time that version is superseded.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nginx \
+    && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home \

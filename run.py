@@ -12,6 +12,7 @@ from pathlib import Path
 from gunicorn.app.base import Application
 
 from app import config
+from app.config import private_files
 from app.kinds.imports.parser import die_with_parent
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +39,7 @@ def start_embedded_worker() -> subprocess.Popen:
 
 
 def main() -> None:
+    private_files()
     worker = None if config.from_environment()["REDIS_URL"] else start_embedded_worker()
     try:
         Server().run()

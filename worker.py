@@ -13,6 +13,7 @@ from app import config, create_app
 from app.core import control
 from app.core.migrate import upgrade
 
+config.private_files()  # before create_app makes the folders
 flask_app = create_app()
 celery_app = flask_app.extensions["celery"]
 control.install(flask_app)

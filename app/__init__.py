@@ -5,6 +5,7 @@ from pathlib import Path
 from celery import Celery, Task
 from flask import Flask
 from flask_migrate import Migrate
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import config
 from app.core.database import configure_engine
@@ -40,11 +41,17 @@ def create_app(test_config: dict | None = None) -> Flask:
     Migrate(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
 
     from app.core import uploads
-    from app.web import api, auth, errors, page
+    from app.web import api, auth, errors, guard, limits, page
 
+    if hops := app.config["PROXY_HOPS"]:
+        # Only the trusted front proxy's X-Forwarded-For/-Proto: the client address
+        # the limits key on, and the scheme the origin check compares.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     uploads.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
+    guard.init_app(app)  # first of the before-request functions
+    limits.init_app(app)
     api.init_app(app)
     app.register_blueprint(page.bp)
     celery_init_app(app)

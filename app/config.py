@@ -8,6 +8,14 @@ import os
 import secrets
 from pathlib import Path
 
+# Data files 0600 and folders 0700: uploads, exports and the database are the users'.
+PRIVATE_UMASK = 0o077
+
+
+def private_files() -> None:
+    """Set the process umask so every file the service creates is its own alone."""
+    os.umask(PRIVATE_UMASK)
+
 
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
@@ -17,6 +25,15 @@ def _int(name: str, default: int) -> int:
 def _float(name: str, default: float | None) -> float | None:
     value = os.environ.get(name, "").strip()
     return float(value) if value else default
+
+
+def allowed_hosts(value: str | None, bound: str) -> list[str]:
+    """ALLOWED_HOSTS as lower-case names (IPv6 in brackets); default: local names + HOST."""
+    names = value.split(",") if value and value.strip() else ["localhost", "127.0.0.1", "[::1]"]
+    names = [n.strip().lower() for n in names if n.strip()]
+    if not (value and value.strip()) and bound:
+        names.append(bound.strip().lower())
+    return [f"[{n}]" if ":" in n and not n.startswith("[") else n for n in names]
 
 
 def from_environment() -> dict:
@@ -51,6 +68,19 @@ def from_environment() -> dict:
         "UPLOAD_PART_MAX_AGE_S": _float("UPLOAD_PART_MAX_AGE_S", 60.0),
         # The control thread looks for rollbacks this often, and at once when woken.
         "CONTROL_POLL_S": _float("CONTROL_POLL_S", 0.2),
+        "ALLOWED_HOSTS": allowed_hosts(
+            os.environ.get("ALLOWED_HOSTS"), os.environ.get("HOST", "127.0.0.1")
+        ),
+        # Proxies in front whose X-Forwarded-For/-Proto are believed (nginx: 1).
+        "PROXY_HOPS": _int("PROXY_HOPS", 0),
+        # Per client (see app/web/limits.py): unsafe requests, and unfinished tasks.
+        "RATE_LIMIT": os.environ.get("RATE_LIMIT", "30/second;1200/minute").strip(),
+        "MAX_ACTIVE_TASKS_PER_CLIENT": _int("MAX_ACTIVE_TASKS_PER_CLIENT", 10),
+        # Bounded work per request: an export's columns, a list page's bytes.
+        "EXPORT_MAX_COLUMNS": _int("EXPORT_MAX_COLUMNS", 2000),
+        "PAGE_MAX_BYTES": _int("PAGE_MAX_BYTES", 1024 * 1024),
+        # A finished export's file is removed this long after it completed (410 then).
+        "EXPORT_TTL_HOURS": _float("EXPORT_TTL_HOURS", 24.0),
     }
 
 

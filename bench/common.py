@@ -427,6 +427,10 @@ class Service:
             PORT=str(self.port),
             HOST="127.0.0.1",
             PYTHONUNBUFFERED="1",
+            # Every bench client is one address: the per-client limits would measure
+            # themselves (429s), not the work.
+            RATE_LIMIT="1000000/second",
+            MAX_ACTIVE_TASKS_PER_CLIENT="0",
         )
         if self.database_url:
             e["DATABASE_URL"] = self.database_url

@@ -130,7 +130,10 @@ def server(request, tmp_path, live_server_factory):
             )
             wait_for(lambda: worker.log_contains(" ready."), 60, "worker ready")
         try:
-            yield live_server_factory(**env, API_TOKEN=TOKEN)
+            # The per-client limits would answer the fuzzer's bursts with 429s
+            # (tests/test_limits.py tests them); here every request reaches the API.
+            unlimited = {"RATE_LIMIT": "1000000/second", "MAX_ACTIVE_TASKS_PER_CLIENT": "0"}
+            yield live_server_factory(**env, **unlimited, API_TOKEN=TOKEN)
         finally:
             if worker is not None:
                 worker.kill_group()

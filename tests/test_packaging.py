@@ -166,6 +166,8 @@ def test_dockerignore_keeps_what_the_image_runs():
         "app/__init__.py",
         "migrations/env.py",
         "gunicorn.conf.py",
+        "deploy/nginx.py",
+        "deploy/nginx.conf.template",
         "worker.py",
         "supervisord.conf",
         "requirements.txt",
@@ -249,6 +251,15 @@ def test_compose_config_is_valid_and_scalable():
         assert mounts and str(mounts[0]).split(":")[0] in config["volumes"], svc["volumes"]
         assert seconds(svc["stop_grace_period"]) > stopwaitsecs("worker")
     assert web["volumes"] == worker["volumes"]
+    # nginx is the front, the only published port; web is reached through it only,
+    # believes its one hop, and answers to its own service name.
+    front = services["nginx"]
+    assert "deploy/nginx.py" in front["command"] and front["image"] == web["image"]
+    assert front["environment"]["NGINX_UPSTREAM"] == "web:5001"
+    assert front["ports"]
+    assert not web.get("ports")
+    assert str(web["environment"]["PROXY_HOPS"]) == "1"
+    assert "web" in web["environment"]["ALLOWED_HOSTS"].split(",")
     # The image's health check probes HTTP, which only the web service serves.
     assert worker["healthcheck"].get("disable") or worker["healthcheck"].get("test") == ["NONE"]
     # Without DATABASE_URL the containers fall back to SQLite in DATA_DIR.
@@ -303,7 +314,8 @@ class Stack:
             DATA_DIR=str(self.data),
             REDIS_URL=redis_url(),
             HOST="127.0.0.1",
-            PORT=str(self.port),
+            PORT=str(self.port),  # nginx, the front
+            APP_PORT=str(free_port()),  # gunicorn behind it
             WEB_CONCURRENCY="2",
             WORKER_CONCURRENCY="2",
             IMPORT_MAX_ROWS_PER_S=str(THROTTLE),
@@ -464,7 +476,7 @@ def test_supervisord_serves_the_api_through_gunicorn(stack):
     r = stack.http.get(stack.url("/healthz"), timeout=10)
     assert r.status_code == 200
     assert r.json()["database"] == "ok" and r.json()["broker"] == "ok"
-    assert r.headers.get("Server", "").startswith("gunicorn")
+    assert r.headers.get("Server") == "nginx"  # the front answers; gunicorn is behind it
     status = stack.ctl("status")
     assert re.search(r"^web\s+RUNNING", status, re.M) and re.search(
         r"^worker\s+RUNNING", status, re.M
@@ -472,17 +484,20 @@ def test_supervisord_serves_the_api_through_gunicorn(stack):
     # gthread workers (a long upload is not killed by gunicorn's worker timeout), with the
     # bind and counts from the environment: ask the very command supervisord runs.
     command = shlex.split(supervisor_program("web")["command"])
+    program_env = supervisor_program("web")["environment"]
+    assert 'PORT="%(ENV_APP_PORT)s"' in program_env and 'HOST="127.0.0.1"' in program_env
     printed = subprocess.run(
         [*command, "--print-config"],
         cwd=ROOT,
-        env=stack.env,
+        env={**stack.env, "HOST": "127.0.0.1", "PORT": stack.env["APP_PORT"]},
         capture_output=True,
         text=True,
         timeout=60,
     ).stdout
     config = dict(re.findall(r"^(\w+)\s+= (.*)$", printed, re.M))
     assert config["worker_class"] == "gthread", printed
-    assert config["bind"] == f"['127.0.0.1:{stack.port}']" and config["workers"] == "2"
+    assert config["bind"] == f"['127.0.0.1:{stack.env['APP_PORT']}']" and config["workers"] == "2"
+    assert re.search(r"^nginx\s+RUNNING", status, re.M)
     # supervisord's log and the programs' output all reach its stdout (the container log).
     log = stack.log_text()
     assert "success: web entered RUNNING state" in log and "Starting gunicorn" in log

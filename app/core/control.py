@@ -3,8 +3,9 @@
 The worker's main process runs one control thread that claims TERMINATING
 tasks nobody holds (so rollbacks never wait behind imports for a pool slot)
 and, every few seconds, sweeps: tasks whose holder went silent are handed
-back, queued tasks nobody took are rung again, and upload files nothing will
-use (a web process killed mid-upload) are removed. SIGTERM (to the worker or to
+back, queued tasks nobody took are rung again, upload files nothing will
+use (a web process killed mid-upload) are removed, and each kind sweeps its
+own (an export's file past EXPORT_TTL_HOURS). SIGTERM (to the worker or to
 a pool child) makes every run stop at its next checkpoint and hand its task back.
 """
 
@@ -85,6 +86,8 @@ def control_loop(app, stop: threading.Event) -> None:
                         log.info("sweeper: ringing task %s again", task_id)
                         enqueue(task_id)
                     remove_orphan_uploads(app, store)
+                    for job in runner.KINDS.values():
+                        job.sweep(store, app.config)
             except Exception:
                 log.exception("control loop error; retrying")
                 stop.wait(1.0)

@@ -5,6 +5,7 @@ PostgreSQL), not ORM objects; rows are JSON arrays, the header is on the task.
 """
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, event, insert
 from sqlalchemy.exc import DBAPIError
@@ -12,6 +13,12 @@ from sqlalchemy.exc import DBAPIError
 from app.core.models import TaskError
 
 E = TaskError.__table__
+
+
+def iso(epoch: float | None) -> datetime | None:
+    """An epoch time (the database's clock) as an aware UTC datetime, for the API."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
 
 # Epoch seconds on the database's clock: every worker and web process agree on it.
 NOW_SQL = {

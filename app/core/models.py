@@ -71,6 +71,8 @@ class Task(db.Model):
     run_started_at: Mapped[float | None] = mapped_column(Float)
     run_start_row: Mapped[int] = mapped_column(BigInteger, default=0)
     run_start_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Who created it (the remote address): MAX_ACTIVE_TASKS_PER_CLIENT counts by it.
+    client: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class CsvEntry(db.Model):

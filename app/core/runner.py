@@ -89,9 +89,13 @@ class Job:
         """Remove the task's files (on rollback)."""
 
     @classmethod
-    def present(cls, task, shown: dict) -> dict:
+    def present(cls, task, shown: dict, config: dict) -> dict:
         """The task as the API shows it: adjust the generic fields, add the kind's own."""
         return shown
+
+    @classmethod
+    def sweep(cls, store: Store, config: dict) -> None:
+        """Housekeeping of this kind, at every sweep of every worker's control thread."""
 
 
 def register(job: type[Job]) -> type[Job]:

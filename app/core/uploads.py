@@ -9,6 +9,7 @@ task needs. A full disk while writing is a 507 and the part is removed at once.
 import fcntl
 import os
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable
 
@@ -18,7 +19,19 @@ from app.core import guards
 from app.web.errors import ApiError, no_room
 
 UPLOADS = "uploads"
+# Cc: C0/C1 controls (CR, LF, NUL); Cf: format (U+202E right-to-left override, U+200B);
+# Zl/Zp: line and paragraph separators; Cs: lone surrogates; Co, Cn: private, unassigned.
+UNSAFE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
 PART = ".part"
+
+
+def clean_filename(name: str, limit: int = 255) -> str:
+    """A client's file name as we store and show it: its last path part, without
+    control, format (bidi overrides, zero-width) or line/paragraph separator
+    characters, at most `limit` characters."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    kept = "".join(c for c in base if unicodedata.category(c) not in UNSAFE_CATEGORIES)
+    return kept.strip()[:limit] or "upload"
 
 
 def insufficient_storage(exc: BaseException) -> ApiError | None:

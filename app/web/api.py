@@ -16,7 +16,7 @@ from werkzeug.routing import IntegerConverter, Rule
 from app.core import states as S
 from app.core.runner import KINDS
 from app.core.store import Store
-from app.web import auth, errors
+from app.web import auth, errors, guard
 from app.web.errors import ApiError
 from app.web.schemas import MAX_ID, ErrorSchema, decode_cursor, encode_cursor, iso
 
@@ -24,6 +24,12 @@ from app.web.schemas import MAX_ID, ErrorSchema, decode_cursor, encode_cursor, i
 class Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400  # a malformed request is a 400, not a 422
     __location_map__ = {**FlaskParser.__location_map__, "multipart": "load_multipart"}
+
+    def _raw_load_json(self, req):
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError:  # stdlib json on a body nested thousands deep
+            raise ApiError(400, "the JSON body is nested too deeply") from None
 
     def load_multipart(self, req, schema):
         """Files and form fields of a multipart body as one mapping (one requestBody)."""
@@ -67,8 +73,15 @@ class ContractPlugin(BasePlugin):
                 operation["security"] = []
             elif getattr(view, "signed", False):
                 operation["security"] = [{"bearerAuth": []}, {"signedLink": []}]
+            responses = operation.setdefault("responses", {})
             if operation.get("security") != []:  # 401 when API_TOKEN is set
-                operation.setdefault("responses", {})["401"] = "BEARER_REQUIRED"
+                responses["401"] = "BEARER_REQUIRED"
+            # app/web/guard.py and app/web/limits.py answer these on any path.
+            responses.setdefault("400", "BAD_REQUEST_OR_HOST")
+            if method.upper() not in guard.SAFE_METHODS:
+                responses["403"] = "CROSS_ORIGIN"
+                if not getattr(view, "rate_exempt", False):
+                    responses["429"] = "TOO_MANY_REQUESTS"
 
 
 class Api(_Api):
@@ -92,9 +105,22 @@ def page_cursor(args: dict) -> int | tuple[int, int] | None:
         raise ApiError(400, "cursor: not a cursor this server made") from None
 
 
-def next_link(items: list, args: dict, key, **path_args) -> str | None:
-    """The relative path of the next page, keeping the filters; None on the last page."""
-    if len(items) < args["limit"]:
+def within_budget(items: list, size) -> tuple[list, bool]:
+    """The first items whose `size(item)` (about their JSON bytes) fit PAGE_MAX_BYTES,
+    at least one; and whether the page stopped early for it (then `next` continues)."""
+    budget, used = current_app.config["PAGE_MAX_BYTES"], 0
+    for i, item in enumerate(items):
+        used += size(item)
+        if used > budget and i > 0:
+            return items[:i], True
+    return items, False
+
+
+def next_link(items: list, args: dict, key, cut: bool = False, **path_args) -> str | None:
+    """The relative path of the next page, keeping the filters; None on the last page.
+
+    A page is full at `limit` items, or `cut` short by its byte budget."""
+    if not items or (len(items) < args["limit"] and not cut):
         return None
     query = {k: v for k, v in args.items() if v is not None and k != "cursor"}
     query.update(path_args)
@@ -113,8 +139,13 @@ def task_links(id_field: str, operation_ids=IMPORT_LINKS) -> dict:
     }
 
 
-def task_dict(t, now: float | None = None, paused_at: float | None = None) -> dict:
-    """A task as the API shows it: the generic fields, then its kind's (Job.present)."""
+def task_dict(
+    t, now: float | None = None, paused_at: float | None = None, header: bool = True
+) -> dict:
+    """A task as the API shows it: the generic fields, then its kind's (Job.present).
+
+    Lists leave out `header` (it can be thousands of names): GET /tasks/<id> has it.
+    """
     now = time.time() if now is None else now
     progress = (t.bytes_done / t.bytes_total) if t.bytes_total else 0.0
     if t.status == "COMPLETED":
@@ -145,12 +176,14 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
         "rows_per_second": rate,
         "eta_seconds": eta,
         "error": t.error,
-        "header": orjson.loads(t.header) if t.header else None,
+        "header": orjson.loads(t.header) if t.header and header else None,
         "options": orjson.loads(t.options) if t.options else None,
         "paused_at": iso(paused_at),
         "requested_at": iso(t.requested_at),
     }
-    return KINDS[t.kind].present(t, shown)
+    if not header:
+        del shown["header"]
+    return KINDS[t.kind].present(t, shown, current_app.config)
 
 
 def init_app(app: Flask) -> None:
@@ -172,13 +205,30 @@ def init_app(app: Flask) -> None:
 
 
 def document_security(api: Api) -> None:
-    """The 401 response and the two ways to authenticate, as OpenAPI components."""
+    """The shared error responses and the two ways to authenticate, as OpenAPI components."""
     api.spec.components.response(
         "BEARER_REQUIRED",
         {
             "description": "API_TOKEN is set and the request lacks `Authorization: Bearer`",
             "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
             "content": {"application/json": {"schema": "Error"}},
+        },
+    )
+    error = {"content": {"application/json": {"schema": "Error"}}}
+    api.spec.components.response(
+        "BAD_REQUEST_OR_HOST",
+        {"description": "malformed request, or a Host not in ALLOWED_HOSTS", **error},
+    )
+    api.spec.components.response(
+        "CROSS_ORIGIN",
+        {"description": "from another origin (Origin, Sec-Fetch-Site: cross-site)", **error},
+    )
+    api.spec.components.response(
+        "TOO_MANY_REQUESTS",
+        {
+            "description": "over RATE_LIMIT or MAX_ACTIVE_TASKS_PER_CLIENT for this client",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}, "required": True}},
+            **error,
         },
     )
     api.spec.components.security_scheme(

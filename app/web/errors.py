@@ -27,9 +27,12 @@ def no_room(exc: BaseException) -> bool:
 class ApiError(Exception):
     """A client-visible error; `status` names the task state when that is the reason."""
 
-    def __init__(self, code: int, message: str, status: str | None = None):
+    def __init__(
+        self, code: int, message: str, status: str | None = None, retry_after: int | None = None
+    ):
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
+        self.retry_after = retry_after  # seconds, for a 429 or 503
 
 
 def error_response(code: int, message: str, status: str | None = None):
@@ -76,7 +79,10 @@ def http_error(exc: HTTPException):
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.code, exc.message, exc.status)
+        response, code = error_response(exc.code, exc.message, exc.status)
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response, code
 
     app.register_error_handler(HTTPException, http_error)
 

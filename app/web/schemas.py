@@ -1,7 +1,6 @@
 """Marshmallow schemas: what comes in and what goes out (and /openapi.json)."""
 
 import re
-from datetime import UTC, datetime
 
 import marshmallow as ma
 from flask_smorest.fields import Upload
@@ -9,6 +8,7 @@ from marshmallow import fields, validate
 
 from app import kinds
 from app.core import states as S
+from app.core.database import iso  # noqa: F401  (the API's one time format)
 from app.core.runner import KINDS
 
 kinds.load()  # every kind's Job, for the kinds and fields a task can have
@@ -75,9 +75,8 @@ class BaseTaskSchema(ma.Schema):
     )
     header = fields.List(
         fields.String(),
-        required=True,
         allow_none=True,
-        metadata={"description": "the CSV's column names"},
+        metadata={"description": "the CSV's column names (GET /tasks/<id> only, not in lists)"},
     )
     options = fields.Dict(
         required=True,
@@ -243,7 +242,3 @@ def decode_cursor(cursor: str) -> int | tuple[int, int]:
         task, row = cursor.split(".")
         return int(task, 16), int(row, 16)
     return int(cursor, 16)
-
-
-def iso(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)

@@ -1,9 +1,12 @@
 """Tasks: list, show, and the pause / resume / terminate actions."""
 
+import orjson
+
 from app.core import queries
 from app.core import states as S
 from app.core.dispatch import enqueue, wake_workers
-from app.web.api import Blueprint, next_link, page_cursor, store, task_dict
+from app.web import limits
+from app.web.api import Blueprint, next_link, page_cursor, store, task_dict, within_budget
 from app.web.errors import ApiError
 from app.web.schemas import TaskListArgs, TaskListSchema, TaskPageArgs, TaskSchema
 
@@ -18,8 +21,9 @@ def _load(task_id: int):
 
 
 def _page(rows, args):
-    items = [task_dict(r, paused_at=r.paused_at) for r in rows]
-    return {"tasks": items, "next": next_link(rows, args, lambda r: r.id)}
+    items = [task_dict(r, paused_at=r.paused_at, header=False) for r in rows]
+    items, cut = within_budget(items, lambda item: len(orjson.dumps(item, default=str)))
+    return {"tasks": items, "next": next_link(rows[: len(items)], args, lambda r: r.id, cut)}
 
 
 @blp.route("/tasks")
@@ -62,6 +66,9 @@ def terminated_tasks(args):
 
 
 def _act(action: str, task_id: int):
+    if action == "resume" and getattr(_load(task_id), "status", None) == S.PAUSED:
+        with store().read() as conn:
+            limits.check_active(conn)  # it would be unfinished again
     result = store().transition(task_id, action)
     if result is None:
         raise ApiError(404, f"task {task_id} not found")

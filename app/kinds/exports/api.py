@@ -1,5 +1,7 @@
 """Exports: matching imported rows into a CSV file, and its download."""
 
+import time
+
 import marshmallow as ma
 from flask import current_app, request, send_file
 from marshmallow import fields, validate
@@ -8,6 +10,7 @@ from app.core import states as S
 from app.core.dispatch import enqueue
 from app.kinds.exports import job as exports
 from app.kinds.exports.plan import PlanError, parse_date
+from app.web import limits
 from app.web.api import Blueprint, store, task_dict, task_links
 from app.web.auth import signed
 from app.web.errors import ApiError
@@ -33,6 +36,7 @@ class ExportRequestSchema(ma.Schema):
     """What to export; every key optional (none: every imported row)."""
 
     task_id = fields.Integer(
+        strict=True,  # a JSON integer: not 2.5, "2" or true
         load_default=None,
         allow_none=True,
         validate=validate.Range(0, MAX_ID),
@@ -78,6 +82,7 @@ def _json_only():
 
 
 @blp.route("/exports", methods=["POST"])
+@limits.starts_task
 @blp.arguments(ExportRequestSchema, required=False)
 @blp.response(
     202,
@@ -91,7 +96,13 @@ def create_export(args):
     """Export the matching imported rows to a CSV file, in the background."""
     try:
         task_id = exports.create(
-            store(), args["task_id"], args["column"], args["start"], args["end"]
+            store(),
+            args["task_id"],
+            args["column"],
+            args["start"],
+            args["end"],
+            client=limits.client(),
+            max_columns=current_app.config["EXPORT_MAX_COLUMNS"],
         )
     except PlanError as exc:
         raise ApiError(exc.code, exc.message, exc.status) from None
@@ -110,6 +121,7 @@ def create_export(args):
 )
 @blp.alt_response(404, schema="Error", description="no such export, or REVOKED")
 @blp.alt_response(409, schema="Error", description="not COMPLETED yet")
+@blp.alt_response(410, schema="Error", description="expired: past `expires_at`")
 @signed
 def download(task_id):
     """The finished CSV file of a COMPLETED export."""
@@ -122,9 +134,13 @@ def download(task_id):
         raise ApiError(404, f"export {task_id} was terminated: its file is removed", task.status)
     if task.status != S.COMPLETED:
         raise ApiError(409, f"export {task_id} is {task.status}, not COMPLETED", task.status)
+    if time.time() >= exports.expiry(task, current_app.config):
+        raise ApiError(410, f"export {task_id} expired (EXPORT_TTL_HOURS): export again")
     path = exports.download_path(current_app.config["DATA_DIR"], task)
     if path is None:
         raise ApiError(404, f"the file of export {task_id} is missing")
-    return send_file(
+    response = send_file(
         path, mimetype="text/csv", as_attachment=True, download_name=f"export-{task_id}.csv"
     )
+    response.headers["Cache-Control"] = "no-store"  # rows of every uploader: never kept
+    return response

@@ -25,12 +25,20 @@ from marshmallow import fields, validate
 from sqlalchemy import select
 
 from app.core import states as S
+from app.core.database import iso
 from app.core.models import Task
 from app.core.runner import Job, register
 from app.core.states import Outcome
 from app.core.store import Step, Store
 from app.kinds.exports import plan as export_plan
-from app.kinds.exports.outfile import PartFile, discard_files, final_path, finalize, part_path
+from app.kinds.exports.outfile import (
+    EXPORTS,
+    PartFile,
+    discard_files,
+    final_path,
+    finalize,
+    part_path,
+)
 from app.kinds.exports.reader import CHUNK, Reader, Source
 
 log = logging.getLogger(__name__)
@@ -53,6 +61,13 @@ class ExportJob(Job):
             allow_none=True,
             validate=validate.Range(min=0),
             metadata={"description": "an export's rows matched; null while counting"},
+        ),
+        "expires_at": fields.DateTime(
+            allow_none=True,
+            metadata={
+                "description": "a COMPLETED export: when its file is removed "
+                "(EXPORT_TTL_HOURS); then a download is 410"
+            },
         ),
     }
 
@@ -188,7 +203,7 @@ class ExportJob(Job):
                 discard_files(data_dir, task_id)
 
     @classmethod
-    def present(cls, task, shown: dict) -> dict:
+    def present(cls, task, shown: dict, config: dict) -> dict:
         """Progress by rows written over rows matched; the download's file name."""
         # rows_total is final once the header is written (bytes_done > 0); before, a
         # date-filtered export is still counting. last_row = rows_imported = rows written.
@@ -205,11 +220,46 @@ class ExportJob(Job):
             "eta_seconds": eta,
             "options": options,
             "rows_total": rows_total,
+            "expires_at": iso(expiry(task, config)),
         }
 
     @classmethod
     def discard(cls, task, config: dict) -> None:
         discard_files(config["DATA_DIR"], task.id)
+
+    @classmethod
+    def sweep(cls, store: Store, config: dict) -> None:
+        """Remove the files of exports that finished EXPORT_TTL_HOURS ago (on the
+        database's clock); the task stays COMPLETED and a download is a 410."""
+        ttl_s = config["EXPORT_TTL_HOURS"] * 3600
+        for task_id in expired(store, stored_ids(config["DATA_DIR"]), ttl_s):
+            discard_files(config["DATA_DIR"], task_id)
+            log.info("export %s expired: file removed", task_id)
+
+
+def stored_ids(data_dir: str) -> list[int]:
+    """The ids of the exports with a file on disk: the sweep's work is what is there."""
+    ids = set()
+    for name in os.listdir(os.path.join(data_dir, EXPORTS)):
+        head = name.split(".", 1)[0]
+        if head.isdigit():
+            ids.add(int(head))
+    return sorted(ids)
+
+
+def expired(store: Store, ids: list[int], ttl_s: float) -> list[int]:
+    """Those of `ids` that are COMPLETED exports finished more than `ttl_s` ago."""
+    out = []
+    with store.reader.connect() as conn:
+        for i in range(0, len(ids), CHUNK):
+            stmt = select(T.c.id).where(
+                T.c.id.in_(ids[i : i + CHUNK]),
+                T.c.kind == "export",
+                T.c.status == S.COMPLETED,
+                T.c.finished_at < store.now - ttl_s,
+            )
+            out += conn.execute(stmt).scalars().all()
+    return out
 
 
 def _csv_text(rows) -> bytes:
@@ -225,16 +275,32 @@ def download_path(data_dir: str, task) -> str | None:
     return path if os.path.exists(path) else None
 
 
-def create(store: Store, task_id: int | None, column: str | None, start, end) -> int:
+def create(
+    store: Store,
+    task_id: int | None,
+    column: str | None,
+    start,
+    end,
+    client: str | None = None,
+    max_columns: int = 2000,
+) -> int:
     """Check an export request, freeze its sources and create its QUEUED task.
 
     Raises export_plan.PlanError for a request to refuse.
     """
     with store.reader.connect() as conn:
-        plan = export_plan.make_plan(conn, task_id, column, start, end)
+        plan = export_plan.make_plan(conn, task_id, column, start, end, max_columns)
     return store.create_task(
         kind="export",
         header=orjson.dumps(plan.header).decode(),
         options=orjson.dumps(plan.options).decode(),
         rows_total=plan.rows_total,
+        client=client,
     )
+
+
+def expiry(task, config: dict) -> float | None:
+    """When a COMPLETED export's file goes (EXPORT_TTL_HOURS after it finished)."""
+    if task.status != S.COMPLETED or task.finished_at is None:
+        return None
+    return task.finished_at + config["EXPORT_TTL_HOURS"] * 3600

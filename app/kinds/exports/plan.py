@@ -79,7 +79,9 @@ class Plan:
     rows_total: int | None  # known at once without a date filter; else counted first
 
 
-def make_plan(conn, task_id: int | None, column: str | None, start, end) -> Plan:
+def make_plan(
+    conn, task_id: int | None, column: str | None, start, end, max_columns: int = 2000
+) -> Plan:
     """Check the request and freeze its sources: each import's last committed row."""
     if task_id is not None:
         tasks = conn.execute(select(T).where(T.c.id == task_id)).all()
@@ -96,15 +98,25 @@ def make_plan(conn, task_id: int | None, column: str | None, start, end) -> Plan
             .where(T.c.kind == "import", T.c.status.not_in(GONE), T.c.rows_imported > 0)
             .order_by(T.c.id)
         ).all()
-    sources, header = [], []
+    # The union keeps first-seen order; a dict makes it linear in the columns read
+    # (list scans made three 10,000-column imports take 25 s).
+    sources, union = [], {}
     for t in tasks:
         names = orjson.loads(t.header or "[]")
-        if column is not None and column not in names:
+        position = {n: i for i, n in reversed(list(enumerate(names)))}  # first wins
+        if column is not None and column not in position:
             continue  # an import without the column has no row to keep
         sources.append(
-            {"id": t.id, "bound": t.last_row, "date": names.index(column) if column else None}
+            {"id": t.id, "bound": t.last_row, "date": position[column] if column else None}
         )
-        header += [n for n in names if n not in header]
+        union.update(dict.fromkeys(names))
+        if len(union) > max_columns:
+            raise PlanError(
+                400,
+                f"the export would have more than {max_columns} columns "
+                "(EXPORT_MAX_COLUMNS): export fewer imports at once (task_id)",
+            )
+    header = list(union)
     if column is not None and not sources:
         if task_id is None:
             raise PlanError(400, f"column: no import with rows has a column named {column!r}")

@@ -19,7 +19,8 @@ class Source:
     def __init__(self, spec: dict, names: list[str], header: list[str]):
         self.id, self.bound, self.date = spec["id"], spec["bound"], spec["date"]
         missing = len(names)  # index of the "" appended for the columns it lacks
-        where = [names.index(c) if c in names else missing for c in header]
+        position = {n: i for i, n in reversed(list(enumerate(names)))}  # linear, first wins
+        where = [position.get(c, missing) for c in header]
         if names == header:
             self.arrange = None  # already in the file's order
         elif len(where) == 1:

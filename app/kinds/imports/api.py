@@ -8,8 +8,9 @@ from flask import current_app
 from werkzeug.datastructures import FileStorage
 
 from app.core.dispatch import enqueue
-from app.core.uploads import adopt, insufficient_storage
+from app.core.uploads import adopt, clean_filename, insufficient_storage
 from app.kinds.imports import parser as importer
+from app.web import limits
 from app.web.api import Blueprint, store, task_dict, task_links
 from app.web.errors import ApiError
 from app.web.schemas import TaskSchema, UploadSchema
@@ -18,6 +19,7 @@ blp = Blueprint("uploads", __name__, description="Upload a CSV file to import")
 
 
 @blp.route("/", methods=["POST"])
+@limits.starts_task
 @blp.arguments(UploadSchema, location="multipart")
 @blp.response(
     202,
@@ -77,7 +79,7 @@ def start_task(form: dict, kind: str, check: Callable[[list[str]], object] | Non
     try:
         task_id = store().create_task(
             kind=kind,
-            filename=os.path.basename(file.filename)[:255],
+            filename=clean_filename(file.filename),
             upload_path=path,
             options=orjson.dumps(
                 {k: form[k] for k in ("has_header", "delimiter", "encoding")}
@@ -87,6 +89,7 @@ def start_task(form: dict, kind: str, check: Callable[[list[str]], object] | Non
             bytes_done=layout.data_offset,
             line_number=layout.data_line,
             max_errors=form["max_errors"],
+            client=limits.client(),
         )
     except Exception as exc:
         os.unlink(path)  # no task, no file: nothing half-made

@@ -3,7 +3,7 @@
 import orjson
 
 from app.core import queries
-from app.web.api import Blueprint, next_link, page_cursor, store
+from app.web.api import Blueprint, next_link, page_cursor, store, within_budget
 from app.web.errors import ApiError
 from app.web.schemas import EntryListArgs, EntryListSchema, PageArgs, RowErrorListSchema
 
@@ -31,10 +31,11 @@ def list_entries(args):
         if task_id is not None:
             _require_task(conn, task_id)
         rows = queries.entries_page(conn, args["limit"], after, task_id)
-        headers = {
-            k: orjson.loads(v or "[]")
-            for k, v in queries.headers(conn, {r.task_id for r in rows}).items()
-        }
+        texts = queries.headers(conn, {r.task_id for r in rows})
+    headers = {k: orjson.loads(v or "[]") for k, v in texts.items()}
+    # An entry's JSON is about its data plus its header's names (its keys): a page of
+    # a 10,000-column import stops long before `limit` rows.
+    rows, cut = within_budget(rows, lambda r: len(r.data) + len(texts[r.task_id] or "") + 64)
     entries = [
         {
             "id": f"{r.task_id}:{r.row_number}",
@@ -46,7 +47,7 @@ def list_entries(args):
     ]
     # Within one task the cursor is the row number, else the key (task_id, row_number).
     key = (lambda r: r.row_number) if task_id is not None else (lambda r: (r.task_id, r.row_number))
-    return {"entries": entries, "next": next_link(rows, args, key)}
+    return {"entries": entries, "next": next_link(rows, args, key, cut)}
 
 
 @blp.route("/tasks/<int:task_id>/errors")
@@ -58,8 +59,10 @@ def list_errors(args, task_id):
     with store().read() as conn:
         _require_task(conn, task_id)
         rows = queries.errors_page(conn, task_id, args["limit"], page_cursor(args))
+    rows, cut = within_budget(rows, lambda r: len(r.raw) * 2 + len(r.reason) + 64)
     errors = [
         {"row_number": r.row_number, "line_number": r.line_number, "raw": r.raw, "reason": r.reason}
         for r in rows
     ]
-    return {"errors": errors, "next": next_link(rows, args, lambda r: r.id, task_id=task_id)}
+    next_page = next_link(rows, args, lambda r: r.id, cut, task_id=task_id)
+    return {"errors": errors, "next": next_page}

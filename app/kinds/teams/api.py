@@ -2,7 +2,6 @@
 
 from sqlalchemy import func, select
 
-from app.core.models import db
 from app.kinds.imports.api import start_task
 from app.kinds.teams import rows
 from app.kinds.teams.models import Membership, Team, User
@@ -16,7 +15,8 @@ from app.kinds.teams.schemas import (
     decode_name_cursor,
     name_key,
 )
-from app.web.api import Blueprint, next_link, task_links
+from app.web import limits
+from app.web.api import Blueprint, next_link, store, task_links
 from app.web.errors import ApiError
 from app.web.schemas import TaskSchema, iso
 
@@ -28,6 +28,7 @@ LINKS = ("get_task", "list_errors", "pause", "resume", "terminate")
 
 
 @blp.route("/teams/imports", methods=["POST"])
+@limits.starts_task
 @blp.arguments(TeamsUploadSchema, location="multipart")
 @blp.response(
     202,
@@ -94,8 +95,8 @@ def list_teams(args):
     after = _after(args)
     if after is not None:
         stmt = stmt.where(TEAMS.c.name > after)
-    found = db.session.connection().execute(stmt.order_by(TEAMS.c.name).limit(args["limit"]))
-    teams = found.all()
+    with store().read() as conn:
+        teams = conn.execute(stmt.order_by(TEAMS.c.name).limit(args["limit"])).all()
     return {
         "teams": [_team(r) for r in teams],
         "next": next_link(teams, args, lambda r: name_key(r.name)),
@@ -114,7 +115,8 @@ def _require_team(conn, team_id: int):
 @blp.alt_response(404, schema="Error", description="no such team")
 def get_team(team_id):
     """One team."""
-    return _team(_require_team(db.session.connection(), team_id))
+    with store().read() as conn:
+        return _team(_require_team(conn, team_id))
 
 
 @blp.route(f"/teams/{TEAM_ID}/members")
@@ -123,8 +125,6 @@ def get_team(team_id):
 @blp.alt_response(404, schema="Error", description="no such team")
 def list_members(args, team_id):
     """A team's members by email, with their role and the task that added them."""
-    conn = db.session.connection()
-    _require_team(conn, team_id)
     stmt = (
         select(
             USERS.c.id,
@@ -139,7 +139,9 @@ def list_members(args, team_id):
     after = _after(args)
     if after is not None:
         stmt = stmt.where(USERS.c.email > after)
-    found = conn.execute(stmt.order_by(USERS.c.email).limit(args["limit"])).all()
+    with store().read() as conn:
+        _require_team(conn, team_id)
+        found = conn.execute(stmt.order_by(USERS.c.email).limit(args["limit"])).all()
     members = [
         {
             "user_id": r.id,

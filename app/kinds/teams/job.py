@@ -123,7 +123,7 @@ class TeamsJob(Job):
         ImportJob.discard(task, config)
 
     @classmethod
-    def present(cls, task, shown: dict) -> dict:
+    def present(cls, task, shown: dict, config: dict) -> dict:
         stats = stats_of(task)
         shown.update({k: stats[k] for k in COUNTERS})
         shown["kept"] = {"teams": stats["kept_teams"], "users": stats["kept_users"]}

@@ -366,7 +366,7 @@
       updateRow(row, task);
       // Move a row only when it is out of place, so a focused button keeps its focus.
       if (tbody.children[i] !== row.tr) tbody.insertBefore(row.tr, tbody.children[i] || null);
-      if (key === detailId) renderDetailFields(task);
+      if (key === detailId) renderDetailFields({ header: detailTask?.header, ...task }); // lists carry no header
     });
     for (const [key, row] of rows) {
       if (!seen.has(key)) {
