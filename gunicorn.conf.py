@@ -3,6 +3,7 @@
 import json
 import os
 import secrets
+from pathlib import Path
 
 from gunicorn import util
 
@@ -22,6 +23,13 @@ accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
+# gunicorn's control socket (gunicornc) lives in this instance's DATA_DIR, never in
+# the user's home where every instance would share one (and the first to stop
+# deletes it under the others). A Unix socket path is limited to 107 bytes: past
+# that, this instance has none.
+control_socket = str(Path(os.environ.get("DATA_DIR") or "instance").resolve() / "gunicorn.ctl")
+control_socket_disable = len(control_socket.encode()) > 100
+
 
 def on_starting(server):
     """Apply migrations once, before any web worker starts."""
@@ -32,8 +40,12 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """Debug mode is never on under gunicorn, whatever FLASK_DEBUG says."""
+    """Debug mode is never on under gunicorn, whatever FLASK_DEBUG says; the app's
+    own log lines in LOG_FORMAT."""
+    from app.logs import configure_logging
+
     worker.wsgi.debug = False
+    configure_logging()
 
 
 def json_error(sock, status_int, reason, mesg):
@@ -48,3 +60,13 @@ def json_error(sock, status_int, reason, mesg):
 
 
 util.write_error = json_error  # looked up at each call by gunicorn's workers
+
+
+def worker_exit(server, worker):
+    """Leave at once: the worker has closed its connections and answered its last
+    request; the interpreter's final collection of the app's modules would take
+    a second or more (several under load) for nothing."""
+    import logging
+
+    logging.shutdown()
+    os._exit(0)

@@ -9,13 +9,22 @@ import sys
 import threading
 import time
 
+from celery import signals
+
 from app import create_app
 from app.core import control
 from app.core.migrate import upgrade
+from app.logs import configure_logging
 
 flask_app = create_app()
 celery_app = flask_app.extensions["celery"]
 control.install(flask_app)
+
+
+@signals.setup_logging.connect
+def _logging(**_):
+    """Our handler and format (LOG_FORMAT, task context) instead of Celery's."""
+    configure_logging()
 
 
 def _watch_parent(pid: int) -> None:

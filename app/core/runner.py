@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from app.core import states as S
 from app.core import store as st
 from app.core.store import Step, Store
+from app.logs import annotate
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
     if claimed is None:
         return "not claimed"  # a duplicate or stale message: another run holds it
     token, task = claimed
+    annotate(task.kind, token)  # log lines from here on name the kind and the run
     job = KINDS[task.kind](store, task, config)
     throttle = Throttle(config.get("IMPORT_MAX_ROWS_PER_S"))
     log_batches = config.get("IMPORT_BATCH_LOG")
@@ -182,6 +184,7 @@ def rollback(store: Store, task_id: int) -> bool:
     if claimed is None:
         return False
     token, task = claimed
+    annotate(task.kind, token)
     job = KINDS[task.kind]
     if not store.delete_rows(task_id, token, task.last_row, job.row_tables):
         return False

@@ -156,7 +156,11 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
     if t.status == "COMPLETED":
         progress = 1.0
     rate = eta = None
-    if t.status == "PROCESSING" and t.run_started_at and t.heartbeat_at:
+    # A heartbeat older than HEARTBEAT_TIMEOUT_S (on the database's clock when the
+    # row carries it) means no run is alive: no rate, no ETA.
+    clock = getattr(t, "db_now", None) or now
+    live = t.heartbeat_at and clock - t.heartbeat_at <= current_app.config["HEARTBEAT_TIMEOUT_S"]
+    if t.status == "PROCESSING" and t.run_started_at and live:
         elapsed = max(t.heartbeat_at - t.run_started_at, 1e-3)
         rate = (t.last_row - t.run_start_row) / elapsed
         if t.kind == "export":

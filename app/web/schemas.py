@@ -166,6 +166,16 @@ class RowErrorListSchema(ma.Schema):
     next = fields.String(allow_none=True, required=True, metadata=_NEXT)
 
 
+class HealthArgs(ma.Schema):
+    workers = fields.Integer(
+        validate=validate.Range(min=0, max=1000),
+        metadata={
+            "description": "answer 503 unless at least this many workers are live "
+            "(default: 1 on the embedded broker, 0 with Redis)"
+        },
+    )
+
+
 class HealthSchema(ma.Schema):
     database = fields.String(required=True, metadata={"description": '"ok" or the error'})
     broker = fields.String(required=True, metadata={"description": '"ok" or the error'})
