@@ -49,6 +49,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     api.init_app(app)
     app.register_blueprint(page.bp)
     celery_init_app(app)
+    from app import cli
+
+    cli.init_app(app)
     return app
 
 
