@@ -41,13 +41,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     Migrate(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
 
     from app.core import uploads
-    from app.web import api, auth, errors, page
+    from app.web import api, auth, errors, metrics, page
 
     uploads.init_app(app)
     errors.init_app(app)
     auth.init_app(app)
     api.init_app(app)
     app.register_blueprint(page.bp)
+    app.register_blueprint(metrics.bp)
     celery_init_app(app)
     from app import cli
 

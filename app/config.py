@@ -42,4 +42,6 @@ def from_environment() -> dict:
         "SWEEP_INTERVAL_S": _float("SWEEP_INTERVAL_S", 5.0),
         "WORKER_CONCURRENCY": _int("WORKER_CONCURRENCY", cores),
         "WEB_CONCURRENCY": _int("WEB_CONCURRENCY", cores),
+        "METRICS_PUBLIC": os.environ.get("METRICS_PUBLIC", "") not in ("", "0"),
+        "WORKER_METRICS_PORT": _int("WORKER_METRICS_PORT", 0) or None,
     }

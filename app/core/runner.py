@@ -14,6 +14,7 @@ from multiprocessing.sharedctypes import RawValue
 
 from sqlalchemy.exc import OperationalError
 
+from app import metrics
 from app.core import states as S
 from app.core import store as st
 from app.core.store import Step, Store
@@ -153,6 +154,7 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
         for step in steps:
             started = time.perf_counter()
             outcome = _commit(store, task_id, token, step)
+            metrics.BATCH_COMMIT.observe(time.perf_counter() - started)
             if log_batches:
                 ms = (time.perf_counter() - started) * 1000
                 log.info("batch task=%s rows=%d ms=%.2f", task_id, step.rows, ms)
@@ -173,6 +175,8 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
     finally:
         steps.close()  # stops the reader (a child process for imports)
     job.finished(outcome)
+    if outcome == st.PAUSED:
+        metrics.action_reached(store, task_id, "pause")
     if outcome == st.LOST:
         rollback(store, task_id)  # if it was terminated, this worker is free to undo it
     return outcome
@@ -189,4 +193,7 @@ def rollback(store: Store, task_id: int) -> bool:
     if not store.delete_rows(task_id, token, task.last_row, job.row_tables):
         return False
     job.discard(task)
-    return store.finish_rollback(task_id, token)
+    if not store.finish_rollback(task_id, token):
+        return False
+    metrics.action_reached(store, task_id, "terminate")
+    return True

@@ -104,7 +104,8 @@ class Store:
             conn.execute(
                 insert(P).from_select(
                     ["task_id", "last_row", "paused_at"],
-                    select(T.c.id, T.c.last_row, self.now).where(T.c.id == task_id),
+                    # updated_at, not the clock again: paused_at is the same instant.
+                    select(T.c.id, T.c.last_row, T.c.updated_at).where(T.c.id == task_id),
                 )
             )
         elif frm == S.PAUSED:
@@ -172,7 +173,8 @@ class Store:
             if step.write is not None:
                 step.write(conn)
             if row.error_count > row.max_errors:
-                error = f"{row.error_count} row errors passed max_errors={row.max_errors}"
+                errors = "1 row error" if row.error_count == 1 else f"{row.error_count} row errors"
+                error = f"{errors} passed max_errors={row.max_errors}"
                 self._set_status(conn, task_id, S.PROCESSING, S.FAILED, run_token=None, error=error)
                 return FAILED
             if step.done:
@@ -255,7 +257,15 @@ class Store:
         with self.tx() as conn:
             if not self._touch(conn, task_id, token):
                 return False
-            return self._set_status(conn, task_id, S.TERMINATING, S.REVOKED, run_token=None)
+            return self._set_status(
+                conn,
+                task_id,
+                S.TERMINATING,
+                S.REVOKED,
+                run_token=None,
+                rows_rolled_back=T.c.rows_imported,  # what it held: all gone now
+                rows_imported=0,
+            )
 
     def _touch(self, conn, task_id: int, token: str) -> bool:
         stmt = (

@@ -155,6 +155,8 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
         progress = (t.bytes_done / t.bytes_total) if t.bytes_total else 0.0
     if t.status == "COMPLETED":
         progress = 1.0
+    elif t.status == "REVOKED":
+        progress = None  # none of its rows remain: no progress to speak of
     rate = eta = None
     # A heartbeat older than HEARTBEAT_TIMEOUT_S (on the database's clock when the
     # row carries it) means no run is alive: no rate, no ETA.
@@ -180,11 +182,12 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
         "finished_at": iso(t.finished_at),
         "last_row": t.last_row,
         "rows_imported": t.rows_imported,
+        "rows_rolled_back": t.rows_rolled_back,
         "error_count": t.error_count,
         "max_errors": t.max_errors,
         "bytes_total": t.bytes_total,
         "bytes_done": t.bytes_done,
-        "progress": min(progress, 1.0),
+        "progress": None if progress is None else min(progress, 1.0),
         "rows_per_second": rate,
         "eta_seconds": eta,
         "error": t.error,

@@ -25,6 +25,11 @@ def _check(fn) -> str:
         return f"error: {type(exc).__name__}: {exc}"[:300]
 
 
+def live_workers() -> int:
+    """Workers answering a ping within a second."""
+    return len(current_app.extensions["celery"].control.ping(timeout=1.0) or [])
+
+
 @blp.route("/healthz")
 @blp.public  # for load balancers and orchestrators
 @blp.arguments(HealthArgs, location="query")
@@ -49,7 +54,7 @@ def healthz(args):
     workers = 0
     if broker == "ok":
         try:
-            workers = len(celery.control.ping(timeout=1.0) or [])
+            workers = live_workers()
         except Exception as exc:
             broker = f"error: {type(exc).__name__}: {exc}"[:300]
     body = {"database": database, "broker": broker, "workers": workers}
