@@ -60,7 +60,8 @@ class TaskJsonFormatter(JsonFormatter):
 
     def add_fields(self, log_record, record, message_dict) -> None:
         super().add_fields(log_record, record, message_dict)
-        log_record.pop("task", None)
+        for field in ("task", *FIELDS):  # the filter's attributes, extras to the library
+            log_record.pop(field, None)
         if getattr(record, "task_id", None) is not None:
             for field in FIELDS:
                 log_record[field] = getattr(record, field)
