@@ -32,11 +32,13 @@ control_socket_disable = len(control_socket.encode()) > 100
 
 
 def on_starting(server):
-    """Apply migrations once, before any web worker starts."""
-    from app import create_app
-    from app.core.migrate import upgrade
+    """Apply migrations once, before any web worker starts, in a child process: the
+    master never imports the app, so it stays small and its exit quick."""
+    import subprocess
+    import sys
 
-    upgrade(create_app())
+    code = "from app import create_app; from app.core.migrate import upgrade; upgrade(create_app())"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def post_worker_init(worker):

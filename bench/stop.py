@@ -81,6 +81,23 @@ def sample(what: str, redis_url: str | None) -> float:
                     proc.wait()
 
 
+def run(args) -> list:
+    """For bench/run_all.py (`make bench`): one row per process and broker."""
+    from bench import common as c
+
+    cases = [("run.py", None), ("worker.py", None)]
+    if getattr(args, "redis", None):
+        cases.append(("worker.py", args.redis))
+    rows = []
+    for what, redis_url in cases:
+        times = [sample(what, redis_url) for _ in range(3)]
+        broker = "Redis" if redis_url else "embedded"
+        name = f"idle SIGTERM stop: {what} ({broker})"
+        note = f"median of 3, max {max(times):.2f} s"
+        rows.append(c.Row(name, statistics.median(times), 2.0, None, "< 2 s", "s", note))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
