@@ -1,6 +1,7 @@
 """gunicorn settings for run.py and the Docker image; the values from app/config.py."""
 
 import json
+import os
 
 from gunicorn import util
 
@@ -24,18 +25,31 @@ accesslog = settings["accesslog"]
 errorlog = "-"
 loglevel = settings["loglevel"]
 
+# gunicorn's control socket (gunicornc) lives in this instance's DATA_DIR, never in
+# the user's home where every instance would share one (and the first to stop
+# deletes it under the others). A Unix socket path is limited to 107 bytes: past
+# that, this instance has none.
+control_socket = settings["control_socket"]
+control_socket_disable = len(control_socket.encode()) > 100
+
 
 def on_starting(server):
-    """Apply migrations once, before any web worker starts."""
-    from app import create_app
-    from app.core.migrate import upgrade
+    """Apply migrations once, before any web worker starts, in a child process: the
+    master never imports the app, so it stays small and its exit quick."""
+    import subprocess
+    import sys
 
-    upgrade(create_app())
+    code = "from app import create_app; from app.core.migrate import upgrade; upgrade(create_app())"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def post_worker_init(worker):
-    """Debug mode is never on under gunicorn, whatever FLASK_DEBUG says."""
+    """Debug mode is never on under gunicorn, whatever FLASK_DEBUG says; the app's
+    own log lines in LOG_FORMAT."""
+    from app.logs import configure_logging
+
     worker.wsgi.debug = False
+    configure_logging()
 
 
 def json_error(sock, status_int, reason, mesg):
@@ -58,3 +72,13 @@ def json_error(sock, status_int, reason, mesg):
 
 guards.gunicorn_write_error()  # a private hook: refuse to start if gunicorn changed it
 util.write_error = json_error  # looked up at each call by gunicorn's workers
+
+
+def worker_exit(server, worker):
+    """Leave at once: the worker has closed its connections and answered its last
+    request; the interpreter's final collection of the app's modules would take
+    a second or more (several under load) for nothing."""
+    import logging
+
+    logging.shutdown()
+    os._exit(0)

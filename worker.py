@@ -6,17 +6,43 @@ Exposes `celery_app` (never a Flask object named `app`: `celery -A` picks `.app`
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 
-from app import config, create_app
-from app.core import control
-from app.core.migrate import upgrade
+from app import config  # reads no library: safe before prometheus_client
+
+# WORKER_METRICS_PORT: this worker's pool processes write their metrics to a folder
+# of its own, set before prometheus_client is first imported (it reads it then).
+if config.from_environment()["WORKER_METRICS_PORT"]:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="taskctl-metrics-")
+
+from celery import signals  # noqa: E402
+
+from app import create_app, metrics  # noqa: E402
+from app.core import control  # noqa: E402
+from app.core.migrate import upgrade  # noqa: E402
+from app.logs import configure_logging  # noqa: E402
 
 config.private_files()  # before create_app makes the folders
 flask_app = create_app()
 celery_app = flask_app.extensions["celery"]
+# Before control.install: its worker_shutdown handler ends the process.
+signals.worker_shutdown.connect(lambda **_: metrics.remove_worker_folder(), weak=False)
 control.install(flask_app)
+
+
+@signals.worker_ready.connect
+def _serve_metrics(**_):
+    port = flask_app.config["WORKER_METRICS_PORT"]
+    if port:
+        metrics.serve_worker(port)
+
+
+@signals.setup_logging.connect
+def _logging(**_):
+    """Our handler and format (LOG_FORMAT, task context) instead of Celery's."""
+    configure_logging()
 
 
 def _watch_parent(pid: int) -> None:

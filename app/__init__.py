@@ -41,7 +41,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     Migrate(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
 
     from app.core import uploads
-    from app.web import api, auth, errors, guard, limits, page
+    from app.web import api, auth, errors, guard, limits, metrics, page
 
     if hops := app.config["PROXY_HOPS"]:
         # Only the trusted front proxy's X-Forwarded-For/-Proto: the client address
@@ -54,7 +54,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     limits.init_app(app)
     api.init_app(app)
     app.register_blueprint(page.bp)
+    app.register_blueprint(metrics.bp)
     celery_init_app(app)
+    from app import cli
+
+    cli.init_app(app)
     return app
 
 

@@ -36,9 +36,13 @@ def allowed_hosts(value: str | None, bound: str) -> list[str]:
     return [f"[{n}]" if ":" in n and not n.startswith("[") else n for n in names]
 
 
+def _data_dir() -> Path:
+    return Path(os.environ.get("DATA_DIR") or "instance").resolve()
+
+
 def from_environment() -> dict:
     """Return the Flask config mapping built from environment variables."""
-    data_dir = Path(os.environ.get("DATA_DIR", "instance")).resolve()
+    data_dir = _data_dir()
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{data_dir / 'app.db'}"
     cores = os.cpu_count() or 1
     return {
@@ -81,6 +85,10 @@ def from_environment() -> dict:
         "PAGE_MAX_BYTES": _int("PAGE_MAX_BYTES", 1024 * 1024),
         # A finished export's file is removed this long after it completed (410 then).
         "EXPORT_TTL_HOURS": _float("EXPORT_TTL_HOURS", 24.0),
+        # run.py gives up on an embedded worker that dies this often in a minute.
+        "EMBEDDED_MAX_DEATHS": _int("EMBEDDED_MAX_DEATHS", 5),
+        "METRICS_PUBLIC": os.environ.get("METRICS_PUBLIC", "") not in ("", "0"),
+        "WORKER_METRICS_PORT": _int("WORKER_METRICS_PORT", 0) or None,
     }
 
 
@@ -99,6 +107,7 @@ def server() -> dict:
         "threads": _int("WEB_THREADS", 8),
         "accesslog": os.environ.get("ACCESS_LOG") or None,
         "loglevel": (os.environ.get("LOG_LEVEL") or "info").lower(),
+        "control_socket": str(_data_dir() / "gunicorn.ctl"),
     }
 
 

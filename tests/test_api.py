@@ -208,11 +208,16 @@ def test_openapi_describes_every_path(client):
         assert path in spec["paths"], path
 
 
-def test_healthz_reports_database_and_broker(client):
+def test_healthz_reports_database_and_broker(app, client):
+    """No worker runs here. On the embedded broker this node is down without its
+    worker (503); with Redis it is up (200, workers: 0) unless asked for one."""
     response = client.get("/healthz")
     body = response.get_json()
-    assert response.status_code == 200 and body["database"] == "ok" and body["broker"] == "ok"
-    assert body["workers"] == 0
+    assert body == {"database": "ok", "broker": "ok", "workers": 0}
+    assert response.status_code == (200 if app.config["REDIS_URL"] else 503)
+    assert client.get("/healthz?workers=0").status_code == 200
+    assert client.get("/healthz?workers=1").status_code == 503
+    assert client.get("/healthz?workers=x").status_code == 400
 
 
 def test_page_is_served(client):

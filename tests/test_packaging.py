@@ -267,6 +267,32 @@ def test_compose_config_is_valid_and_scalable():
     assert not plain.get("DATABASE_URL")
 
 
+def test_compose_metrics_profile_scrapes_web_and_workers():
+    compose("--profile", "metrics", "config", "-q")
+    services = load_yaml(compose("--profile", "metrics", "config"))["services"]
+    prom = services["prometheus"]
+    assert prom["profiles"] == ["metrics"]
+    mounts = [  # Compose v2 gives mappings, docker-compose 1.29 "source:target:ro"
+        (v["source"], v["target"], v.get("read_only"))
+        if isinstance(v, dict)
+        else (v.split(":")[0], v.split(":")[1], v.endswith(":ro"))
+        for v in prom["volumes"]
+    ]
+    assert (str(ROOT / "deploy" / "prometheus.yml"), "/etc/prometheus/prometheus.yml", True) in [
+        (str(Path(src)), dst, bool(ro)) for src, dst, ro in mounts
+    ]
+    config = load_yaml((ROOT / "deploy" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    port = services["web"]["ports"][0]
+    web_port = port["target"] if isinstance(port, dict) else int(str(port).split(":")[-1])
+    assert jobs["taskctl-web"]["static_configs"][0]["targets"] == [f"web:{web_port}"]
+    worker_port = int(services["worker"]["environment"]["WORKER_METRICS_PORT"])
+    sd = jobs["taskctl-worker"]["dns_sd_configs"][0]
+    assert (sd["names"], sd["type"], sd["port"]) == (["worker"], "A", worker_port)
+    for job in jobs.values():
+        assert job["metrics_path"] == "/metrics"
+
+
 # --------------------------------------------------------------------------- live stack
 
 

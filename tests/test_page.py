@@ -216,10 +216,11 @@ def test_export_and_download(live_server_factory, dashboard, expect, tmp_path):
     expect(page.locator("#export-form")).to_be_visible()
 
     # Export the autumn of 2017 and download it once COMPLETED.
-    page.get_by_label("Date column", exact=True).fill("date")
-    page.get_by_label("From", exact=True).fill("2017-08-01")
-    page.get_by_label("To", exact=True).fill("2017-12-31")
-    page.get_by_role("button", name="Export", exact=True).click()
+    form = page.locator("#export-form")
+    form.get_by_label("Date column", exact=True).fill("date")
+    form.get_by_label("From", exact=True).fill("2017-08-01")
+    form.get_by_label("To", exact=True).fill("2017-12-31")
+    form.get_by_role("button", name="Export", exact=True).click()
     expect(page.locator("#export-message")).to_contain_text("Export started: task ")
     export_id = re.search(r"task (\S+) is", page.locator("#export-message").inner_text()).group(1)
     export_row = task_row(page, export_id)
@@ -261,5 +262,42 @@ def test_buttons_follow_the_actions_the_api_sends(live_server_factory, dashboard
     expect(row.locator(".badge")).to_have_text("COMPLETED")
     page.unroute(re.compile(r"/tasks\?"))
     expect(buttons["Terminate"]).to_be_enabled()
+
+
+def test_export_everything_and_what_the_rows_say(live_server_factory, dashboard, expect, tmp_path):
+    """The page exports every import's rows; a row speaks a whole percentage; long
+    names wrap at word breaks; no encoding is offered that the server refuses."""
+    base_url = live_server_factory()
+    page, watch = dashboard(base_url)
+    long_name = "quarterly-report-" + "-".join(["section"] * 12) + ".csv"
+    first = write_people_csv(tmp_path / long_name, 300)
+    second = write_people_csv(tmp_path / "second.csv", 200)
+    for path in (first, second):
+        upload(page, path)
+        row = task_row(page, uploaded_task_id(page, path.name))
+        expect(row.locator(".badge")).to_have_text("COMPLETED", timeout=30_000)
+    # The row's accessible name speaks "100 %" once, never the raw fraction ("1").
+    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuetext", "100 %")
+    expect(row).to_have_accessible_name(re.compile(r"^(?!.*\b1 100 %)(?!.*100 %.*100 %).*100 %"))
+    link = page.get_by_role("link", name=long_name)
+    style = link.evaluate(
+        "a => getComputedStyle(a).overflowWrap + '/' + getComputedStyle(a).wordBreak"
+    )
+    assert style == "anywhere/normal"
+    options = page.locator("#encodings option").evaluate_all("os => os.map(o => o.value)")
+    assert "utf-16" not in options and "utf-8" in options
+
+    form = page.locator("#export-all-form")
+    form.get_by_role("button", name="Export all").click()
+    message = page.locator("#export-all-message")
+    expect(message).to_contain_text("Export started: task ")
+    export_id = re.search(r"task (\S+) is", message.inner_text()).group(1)
+    export_row = task_row(page, export_id)
+    expect(export_row.locator(".badge")).to_have_text("COMPLETED", timeout=30_000)
+    expect(export_row.locator(".pct")).to_have_text("100 %")
+    with page.expect_download() as download:
+        export_row.get_by_role("link", name=re.compile("^Download")).click()
+    with open(download.value.path(), encoding="utf-8") as f:
+        assert len(f.read().splitlines()) == 1 + 300 + 200  # header, then every row
     assert watch.errors == []
     assert watch.failed == []

@@ -19,10 +19,11 @@ from celery import signals
 from celery.worker.control import control_command
 from sqlalchemy import or_, select
 
-from app.core import runner, uploads
+from app.core import broker, runner, uploads
 from app.core import states as S
 from app.core.dispatch import enqueue
 from app.core.models import Task, db
+from app.logs import task_context
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +78,16 @@ def control_loop(app, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 for task_id in store.unheld_terminations():
-                    runner.rollback(store, task_id, app.config)
+                    with task_context(task_id):
+                        runner.rollback(store, task_id, app.config)
                 store.wal_checkpoint()
                 now = time.monotonic()
                 if now >= next_sweep:
                     next_sweep = now + interval
                     for task_id in store.sweep(timeout):
-                        log.info("sweeper: ringing task %s again", task_id)
-                        enqueue(task_id)
+                        with task_context(task_id):
+                            log.info("sweeper: ringing task %s again", task_id)
+                            enqueue(task_id)
                     remove_orphan_uploads(app, store)
                     for job in runner.KINDS.values():
                         job.sweep(store, app.config)
@@ -127,3 +130,13 @@ def install(app) -> None:
         stop.set()
         _wake.set()
         runner.shutdown.set()
+        broker.stopping.set()
+
+    @signals.worker_shutdown.connect(weak=False)
+    def _shut_down(sender=None, **_):
+        # Everything is stopped by now: the pool joined (runs at a checkpoint),
+        # the consumer closed (acks flushed, unacked messages restored). What is
+        # left is billiard's atexit pool finalizer and the interpreter's final
+        # collection, about 2.5 s of waiting on nothing: skip them.
+        logging.shutdown()
+        os._exit(getattr(sender, "exitcode", 0) or 0)

@@ -7,6 +7,7 @@ from flask import current_app
 
 from app import kinds
 from app.core import runner
+from app.logs import task_context
 
 log = logging.getLogger(__name__)
 kinds.load()  # registers every kind's Job with the runner
@@ -15,7 +16,8 @@ kinds.load()  # registers every kind's Job with the runner
 @shared_task(name="run_task", ignore_result=True)
 def run_task(task_id: int) -> str:
     """Run task `task_id` from its checkpoint; a no-op if another run holds it."""
-    outcome = runner.run(current_app.extensions["store"], task_id, current_app.config, enqueue)
+    with task_context(task_id):
+        outcome = runner.run(current_app.extensions["store"], task_id, current_app.config, enqueue)
     return outcome.value  # the worker's log shows e.g. 'not claimed', not the enum's repr
 
 

@@ -52,6 +52,8 @@ class Task(db.Model):
     # Checkpoint: rows consumed, byte offset of the next record, its line number.
     last_row: Mapped[int] = mapped_column(BigInteger, default=0)
     rows_imported: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Once REVOKED: the rows its rollback removed (rows_imported is then 0).
+    rows_rolled_back: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     error_count: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)

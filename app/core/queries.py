@@ -1,22 +1,33 @@
 """Read-only queries behind the API's lists: keyset pages, never OFFSET."""
 
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection, literal_column, select, tuple_
 
+from app.core.database import NOW_SQL
 from app.core.models import CsvEntry, PausedTask, Task, TaskError
 
 T, P = Task.__table__, PausedTask.__table__
 C, E = CsvEntry.__table__, TaskError.__table__
 
 
+def _tasks(conn: Connection, paused_only: bool = False):
+    """Tasks with their pause time, and the database's clock (db_now) to judge
+    whether a heartbeat is stale."""
+    now = literal_column(NOW_SQL[conn.dialect.name]).label("db_now")
+    stmt = select(T, P.c.paused_at, now)
+    if paused_only:
+        return stmt.join(P, P.c.task_id == T.c.id)
+    return stmt.outerjoin(P, P.c.task_id == T.c.id)
+
+
 def get_task(conn: Connection, task_id: int):
     """A task, with its pause time when paused."""
-    stmt = select(T, P.c.paused_at).outerjoin(P, P.c.task_id == T.c.id)
+    stmt = _tasks(conn)
     return conn.execute(stmt.where(T.c.id == task_id)).first()
 
 
 def tasks_page(conn: Connection, limit: int, before: int | None, status: str | None = None):
     """Tasks newest first, with their pause time when paused."""
-    stmt = select(T, P.c.paused_at).outerjoin(P, P.c.task_id == T.c.id)
+    stmt = _tasks(conn)
     if status:
         stmt = stmt.where(T.c.status == status)
     if before is not None:
@@ -26,7 +37,7 @@ def tasks_page(conn: Connection, limit: int, before: int | None, status: str | N
 
 def paused_page(conn: Connection, limit: int, before: int | None):
     """Paused tasks (from the paused_tasks snapshot), newest first."""
-    stmt = select(T, P.c.paused_at).join(P, P.c.task_id == T.c.id)
+    stmt = _tasks(conn, paused_only=True)
     if before is not None:
         stmt = stmt.where(T.c.id < before)
     return conn.execute(stmt.order_by(T.c.id.desc()).limit(limit)).all()

@@ -14,9 +14,11 @@ from multiprocessing.sharedctypes import RawValue
 
 from sqlalchemy.exc import OperationalError
 
+from app import metrics
 from app.core import states as S
 from app.core.states import Outcome
 from app.core.store import Step, Store
+from app.logs import annotate
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,7 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
     if claimed is None:
         return Outcome.NOT_CLAIMED  # a duplicate or stale message: another run holds it
     token, task = claimed
+    annotate(task.kind, token)  # log lines from here on name the kind and the run
     job = KINDS[task.kind](store, task, config)
     throttle = Throttle(config.get("IMPORT_MAX_ROWS_PER_S"))
     log_batches = config.get("IMPORT_BATCH_LOG")
@@ -169,6 +172,7 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
         for step in steps:
             started = time.perf_counter()
             outcome = _commit(store, task_id, token, step)
+            metrics.BATCH_COMMIT.observe(time.perf_counter() - started)
             if log_batches:
                 ms = (time.perf_counter() - started) * 1000
                 log.info("batch task=%s rows=%d ms=%.2f", task_id, step.rows, ms)
@@ -189,6 +193,8 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
     finally:
         steps.close()  # stops the reader (a child process for imports)
     job.finished(outcome)
+    if outcome == Outcome.PAUSED:
+        metrics.action_reached(store, task_id, "pause")
     if outcome == Outcome.LOST:
         rollback(store, task_id, config)  # if it was terminated, this worker is free to undo it
     return outcome
@@ -200,8 +206,12 @@ def rollback(store: Store, task_id: int, config: dict) -> bool:
     if claimed is None:
         return False
     token, task = claimed
+    annotate(task.kind, token)
     job = KINDS[task.kind]
     if not job.undo(store, task, token, config):
         return False
     job.discard(task, config)
-    return store.finish_rollback(task_id, token)
+    if not store.finish_rollback(task_id, token):
+        return False
+    metrics.action_reached(store, task_id, "terminate")
+    return True

@@ -124,7 +124,8 @@ class Store:
             conn.execute(
                 insert(P).from_select(
                     ["task_id", "last_row", "paused_at"],
-                    select(T.c.id, T.c.last_row, self.now).where(T.c.id.in_(ids)),
+                    # updated_at, not the clock again: paused_at is the same instant.
+                    select(T.c.id, T.c.last_row, T.c.updated_at).where(T.c.id.in_(ids)),
                 )
             )
         elif ids and S.PAUSED in frm:  # only a PAUSED task has a snapshot
@@ -184,7 +185,8 @@ class Store:
             if step.write is not None:
                 step.write(conn)
             if row.error_count > row.max_errors:
-                error = f"{row.error_count} row errors passed max_errors={row.max_errors}"
+                errors = "1 row error" if row.error_count == 1 else f"{row.error_count} row errors"
+                error = f"{errors} passed max_errors={row.max_errors}"
                 self._move(conn, "too_many_errors", *_held(task_id, token), error=error)
                 return Outcome.FAILED
             if step.done:
@@ -253,7 +255,14 @@ class Store:
         """Mark a rolled-back task REVOKED (its rows are gone)."""
         held = _held(task_id, token)
         with self.tx() as conn:
-            return bool(self._move(conn, "revoke", *held))
+            rows = self._move(
+                conn,
+                "revoke",
+                *held,
+                rows_rolled_back=T.c.rows_imported,  # what it held: all gone now
+                rows_imported=0,
+            )
+            return bool(rows)
 
     def _touch(self, conn, task_id: int, token: str) -> bool:
         stmt = update(T).where(*_held(task_id, token)).values(heartbeat_at=self.now)

@@ -150,8 +150,14 @@ def task_dict(
     progress = (t.bytes_done / t.bytes_total) if t.bytes_total else 0.0
     if t.status == "COMPLETED":
         progress = 1.0
+    elif t.status == "REVOKED":
+        progress = None  # none of its rows remain: no progress to speak of
     rate = eta = None
-    if t.status == "PROCESSING" and t.run_started_at and t.heartbeat_at:
+    # A heartbeat older than HEARTBEAT_TIMEOUT_S (on the database's clock when the
+    # row carries it) means no run is alive: no rate, no ETA.
+    clock = getattr(t, "db_now", None) or now
+    live = t.heartbeat_at and clock - t.heartbeat_at <= current_app.config["HEARTBEAT_TIMEOUT_S"]
+    if t.status == "PROCESSING" and t.run_started_at and live:
         elapsed = max(t.heartbeat_at - t.run_started_at, 1e-3)
         rate = (t.last_row - t.run_start_row) / elapsed
         byte_rate = (t.bytes_done - t.run_start_bytes) / elapsed
@@ -168,11 +174,12 @@ def task_dict(
         "finished_at": iso(t.finished_at),
         "last_row": t.last_row,
         "rows_imported": t.rows_imported,
+        "rows_rolled_back": t.rows_rolled_back,
         "error_count": t.error_count,
         "max_errors": t.max_errors,
         "bytes_total": t.bytes_total,
         "bytes_done": t.bytes_done,
-        "progress": min(progress, 1.0),
+        "progress": None if progress is None else min(progress, 1.0),
         "rows_per_second": rate,
         "eta_seconds": eta,
         "error": t.error,

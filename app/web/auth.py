@@ -38,6 +38,16 @@ def public(view):
     return view
 
 
+def public_if(setting: str):
+    """Mark a view as open without the token when the app's `setting` is true."""
+
+    def mark(view):
+        view.public_if = setting
+        return view
+
+    return mark
+
+
 def signed(view):
     """Mark a view (taking `task_id`) as also open with a valid signed link."""
     view.signed = True
@@ -89,6 +99,8 @@ def check_request():
         return None
     view = current_app.view_functions.get(request.endpoint)
     if getattr(view, "public", False) or bearer_ok(token):
+        return None
+    if current_app.config.get(getattr(view, "public_if", None) or "", False):
         return None
     task_id = (request.view_args or {}).get("task_id")
     if getattr(view, "signed", False) and valid_signature(task_id, request.args.get("sig")):

@@ -54,15 +54,19 @@ class BaseTaskSchema(ma.Schema):
     started_at = _time("when a worker first started it (UTC)")
     finished_at = _time("when it became COMPLETED, FAILED or REVOKED (UTC)")
     last_row = _count("data rows consumed so far (rows_imported + error_count)")
-    rows_imported = _count("rows imported (for an export: rows written)")
+    rows_imported = _count(
+        "rows the task holds now: imported (for an export: written); 0 once REVOKED"
+    )
+    rows_rolled_back = _count("rows its rollback removed (REVOKED); 0 otherwise")
     error_count = _count("rows that could not be imported")
     max_errors = _count("the task becomes FAILED when error_count passes this")
     bytes_total = _count("size of the upload")
     bytes_done = _count("bytes of the upload read so far")
     progress = fields.Float(
         required=True,
+        allow_none=True,
         validate=validate.Range(0, 1),
-        metadata={"description": "0 to 1; exactly 1 when COMPLETED"},
+        metadata={"description": "0 to 1; exactly 1 when COMPLETED; null when REVOKED"},
     )
     rows_per_second = fields.Float(
         required=True, allow_none=True, metadata={"description": "null unless PROCESSING"}
@@ -183,6 +187,16 @@ class RowErrorSchema(ma.Schema):
 class RowErrorListSchema(ma.Schema):
     errors = fields.List(fields.Nested(RowErrorSchema), required=True)
     next = fields.String(allow_none=True, required=True, metadata=_NEXT)
+
+
+class HealthArgs(ma.Schema):
+    workers = fields.Integer(
+        validate=validate.Range(min=0, max=1000),
+        metadata={
+            "description": "answer 503 unless at least this many workers are live "
+            "(default: 1 on the embedded broker, 0 with Redis)"
+        },
+    )
 
 
 class HealthSchema(ma.Schema):

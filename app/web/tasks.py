@@ -2,9 +2,8 @@
 
 import orjson
 
-from app.core import queries
+from app.core import actions, queries
 from app.core import states as S
-from app.core.dispatch import enqueue, wake_workers
 from app.web import limits
 from app.web.api import Blueprint, next_link, page_cursor, store, task_dict, within_budget
 from app.web.errors import ApiError
@@ -69,16 +68,12 @@ def _act(action: str, task_id: int):
     if action == "resume" and getattr(_load(task_id), "status", None) == S.PAUSED:
         with store().read() as conn:
             limits.check_active(conn)  # it would be unfinished again
-    result = store().transition(task_id, action)
-    if result is None:
-        raise ApiError(404, f"task {task_id} not found")
-    status, changed = result
-    if not changed and status not in S.ALREADY[action]:
-        raise ApiError(409, f"cannot {action} a task that is {status}", status=status)
-    if changed and status == S.QUEUED:
-        enqueue(task_id)
-    elif changed and status == S.TERMINATING:
-        wake_workers()  # a rollback starts now, not at the next poll
+    try:
+        _, changed = actions.act(store(), action, task_id)
+    except actions.NoSuchTask:
+        raise ApiError(404, f"task {task_id} not found") from None
+    except actions.Refused as exc:
+        raise ApiError(409, str(exc), status=exc.status) from None
     task = _load(task_id)
     return task_dict(task, paused_at=task.paused_at), (202 if changed else 200)
 

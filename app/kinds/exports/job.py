@@ -216,7 +216,9 @@ class ExportJob(Job):
         return {
             **shown,
             "filename": f"export-{task.id}.csv",
-            "progress": 1.0 if task.status == S.COMPLETED else min(progress, 1.0),
+            "progress": shown["progress"]
+            if task.status in (S.COMPLETED, S.REVOKED)
+            else min(progress, 1.0),
             "eta_seconds": eta,
             "options": options,
             "rows_total": rows_total,

@@ -163,7 +163,8 @@
     return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
   }
 
-  const percent = (p) => `${Math.floor((p || 0) * 100)} %`;
+  // A whole number (never 100 before the end); a REVOKED task has no progress.
+  const percent = (p) => (p === null || p === undefined ? "–" : `${Math.floor(p * 100)} %`);
   const taskUrl = (id) => `#/tasks/${encodeURIComponent(id)}`;
   const applies = (action, task) => (task.actions || []).includes(action);
   const canDownload = (task) => task.kind === "export" && task.status === "COMPLETED";
@@ -302,6 +303,7 @@
     cell("File", row.link);
     cell("Kind", row.kind);
     cell("Status", row.badge, row.reason);
+    row.pct.setAttribute("aria-hidden", "true"); // the bar speaks it (aria-valuetext)
     cell("Progress", row.bar, row.pct);
     cell("Rows", row.rows);
     cell("Errors", row.errors);
@@ -331,6 +333,8 @@
     row.reason.textContent = task.error || "";
     row.bar.value = task.progress || 0;
     row.bar.setAttribute("aria-label", `Progress of ${name}`);
+    // Spoken as the whole percentage, once: not the raw fraction, not twice.
+    row.bar.setAttribute("aria-valuetext", percent(task.progress));
     row.pct.textContent = percent(task.progress);
     row.rows.textContent = formatNumber(task.rows_imported);
     row.rate.textContent = formatNumber(task.rows_per_second);
@@ -646,24 +650,31 @@
     if (row) row.link.focus();
   });
 
-  $("export-form").addEventListener("submit", async (e) => {
-    e.preventDefault();
-    const body = { task_id: detailTask.id };
-    const fields = { column: "export-column", from: "export-from", to: "export-to" };
-    for (const [key, id] of Object.entries(fields)) {
-      const value = $(id).value.trim();
-      if (value) body[key] = value;
-    }
-    try {
-      const task = await api("POST", "/exports", { body });
-      $("export-message").className = "message ok";
-      $("export-message").textContent = `Export started: task ${task.id} is ${task.status}.`;
-      refreshTasks();
-    } catch (err) {
-      $("export-message").className = "message error";
-      $("export-message").textContent = `Export refused: ${err.message}`;
-    }
-  });
+  /** An export form: `prefix`-column/-from/-to, optionally limited to one import. */
+  function exportForm(prefix, taskId) {
+    $(`${prefix}-form`).addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const body = {};
+      const id = taskId();
+      if (id !== null) body.task_id = id;
+      for (const key of ["column", "from", "to"]) {
+        const value = $(`${prefix}-${key}`).value.trim();
+        if (value) body[key] = value;
+      }
+      const message = $(`${prefix}-message`);
+      try {
+        const task = await api("POST", "/exports", { body });
+        message.className = "message ok";
+        message.textContent = `Export started: task ${task.id} is ${task.status}.`;
+        refreshTasks();
+      } catch (err) {
+        message.className = "message error";
+        message.textContent = `Export refused: ${err.message}`;
+      }
+    });
+  }
+  exportForm("export", () => detailTask.id);
+  exportForm("export-all", () => null);
 
   window.addEventListener("hashchange", route);
   route();
