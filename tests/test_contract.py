@@ -29,6 +29,11 @@ include-name = "POST /"
 checks.positive_data_acceptance.expected-statuses = ["202", "400"]
 
 [[operations]]
+include-name = "POST /teams/imports"
+# as POST /: bytes that are not CSV text, or a header without the team columns, are a 400
+checks.positive_data_acceptance.expected-statuses = ["202", "400"]
+
+[[operations]]
 include-name = "POST /exports"
 # an unknown task_id or a date that does not exist (2017-02-30) is a 400 (SPEC, Exports)
 checks.positive_data_acceptance.expected-statuses = ["202", "400", "409"]
@@ -54,6 +59,10 @@ EXPECTED = {
     ("post", "/exports"): {"202", "400", "401"},
     ("get", "/tasks/{task_id}/download"): {"200", "401", "404", "409"},
     ("post", "/tasks/{task_id}/download_link"): {"200", "401", "404"},
+    ("post", "/teams/imports"): {"202", "400", "401", "413"},
+    ("get", "/teams"): PAGE,
+    ("get", "/teams/{team_id}"): {"200", "401", "404"},
+    ("get", "/teams/{team_id}/members"): PAGE | {"404"},
 }
 
 

@@ -21,6 +21,26 @@ def csv_options(task, config: dict) -> importer.CsvOptions:
     )
 
 
+def read_from_checkpoint(task, config: dict, copy_task_id: int | None = None):
+    """The task's upload in batches, from its checkpoint (the parser in a child)."""
+    batch_rows = config["IMPORT_BATCH_SIZE"]
+    rate = config.get("IMPORT_MAX_ROWS_PER_S")
+    if rate:  # keep checkpoints frequent when throttled: about 20 a second
+        batch_rows = max(1, min(batch_rows, int(rate / 20)))
+    return importer.read_batches_in_child(
+        path=task.upload_path,
+        options=csv_options(task, config),
+        columns=len(orjson.loads(task.header)),
+        offset=task.bytes_done,
+        last_row=task.last_row,
+        line_number=task.line_number,
+        batch_rows=batch_rows,
+        batch_seconds=config["IMPORT_BATCH_SECONDS"],
+        error_budget=task.max_errors - task.error_count,
+        copy_task_id=copy_task_id,
+    )
+
+
 def _remove(path: str | None) -> None:
     if path:
         try:
@@ -35,24 +55,9 @@ class ImportJob(Job):
     row_tables = (CsvEntry.__table__, TaskError.__table__)
 
     def steps(self):
-        task, config = self.task, self.config
-        batch_rows = config["IMPORT_BATCH_SIZE"]
-        rate = config.get("IMPORT_MAX_ROWS_PER_S")
-        if rate:  # keep checkpoints frequent when throttled: about 20 a second
-            batch_rows = max(1, min(batch_rows, int(rate / 20)))
-        batches = importer.read_batches_in_child(
-            path=task.upload_path,
-            options=csv_options(task, config),
-            columns=len(orjson.loads(task.header)),
-            offset=task.bytes_done,
-            last_row=task.last_row,
-            line_number=task.line_number,
-            batch_rows=batch_rows,
-            batch_seconds=config["IMPORT_BATCH_SECONDS"],
-            error_budget=task.max_errors - task.error_count,
-            copy_task_id=task.id if self.store.dialect == "postgresql" else None,
-        )
-        for b in batches:
+        task = self.task
+        copy_task_id = task.id if self.store.dialect == "postgresql" else None
+        for b in read_from_checkpoint(task, self.config, copy_task_id):
             yield Step(
                 checkpoint={
                     "last_row": b.last_row,

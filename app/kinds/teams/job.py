@@ -14,7 +14,7 @@ from app.core.runner import Job, register
 from app.core.states import Outcome
 from app.core.store import Step, Store
 from app.kinds.imports import parser
-from app.kinds.imports.job import ImportJob, csv_options
+from app.kinds.imports.job import ImportJob, csv_options, read_from_checkpoint
 from app.kinds.teams import rows as R
 from app.kinds.teams import undo as teams_undo
 from app.kinds.teams.writes import COUNTERS, stats_of, writer
@@ -46,23 +46,8 @@ class TeamsJob(Job):
     def steps(self):
         task, config = self.task, self.config
         options = csv_options(task, config)
-        header = orjson.loads(task.header)
-        cols = R.columns(header)
-        batch_rows = config["IMPORT_BATCH_SIZE"]
-        rate = config.get("IMPORT_MAX_ROWS_PER_S")
-        if rate:  # keep checkpoints frequent when throttled: about 20 a second
-            batch_rows = max(1, min(batch_rows, int(rate / 20)))
-        batches = parser.read_batches_in_child(
-            path=task.upload_path,
-            options=options,
-            columns=len(header),
-            offset=task.bytes_done,
-            last_row=task.last_row,
-            line_number=task.line_number,
-            batch_rows=batch_rows,
-            batch_seconds=config["IMPORT_BATCH_SECONDS"],
-            error_budget=task.max_errors - task.error_count,
-        )
+        cols = R.columns(orjson.loads(task.header))
+        batches = read_from_checkpoint(task, config)
         span = (task.bytes_done, task.line_number, task.last_row)  # where the next batch starts
         for b in batches:
             members, broken = [], {}
