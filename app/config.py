@@ -42,4 +42,9 @@ def from_environment() -> dict:
         "SWEEP_INTERVAL_S": _float("SWEEP_INTERVAL_S", 5.0),
         "WORKER_CONCURRENCY": _int("WORKER_CONCURRENCY", cores),
         "WEB_CONCURRENCY": _int("WEB_CONCURRENCY", cores),
+        # s3://bucket/prefix: uploads and exports in object storage (see app.core.storage),
+        # reached with the standard AWS variables; unset: files under DATA_DIR.
+        "STORAGE_URL": os.environ.get("STORAGE_URL", "").strip() or None,
+        # Bytes per multipart part (S3 wants at least 5 MiB but the last).
+        "STORAGE_PART_BYTES": _int("STORAGE_PART_BYTES", 8 << 20),
     }

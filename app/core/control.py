@@ -4,7 +4,8 @@ The worker's main process runs one control thread that claims TERMINATING
 tasks nobody holds (so rollbacks never wait behind imports for a pool slot)
 and, every few seconds, sweeps: tasks whose holder went silent are handed
 back, queued tasks nobody took are rung again, and upload files nothing will
-use (a web process killed mid-upload) are removed. SIGTERM (to the worker or to
+use (a web process killed mid-upload) and incomplete multipart uploads no task
+holds are removed, from DATA_DIR or the bucket (app.core.storage). SIGTERM (to the worker or to
 a pool child) makes every run stop at its next checkpoint and hand its task back.
 """
 
@@ -14,11 +15,12 @@ import signal
 import threading
 import time
 
+import orjson
 from celery import signals
 from celery.worker.control import control_command
 from sqlalchemy import or_, select
 
-from app.core import runner, uploads
+from app.core import runner, storage
 from app.core import states as S
 from app.core.dispatch import enqueue
 from app.core.models import Task, db
@@ -38,7 +40,7 @@ def wake_control(state) -> dict:
     return {"ok": "woken"}
 
 
-# An upload file untouched this long may be an orphan (see uploads.remove_orphans).
+# An upload untouched this long may be an orphan (see Storage.remove_orphans).
 UPLOAD_PART_MAX_AGE_S = 60.0
 
 
@@ -61,13 +63,26 @@ def uploads_needed(engine, names: list[str]) -> set[str]:
     return needed
 
 
+def export_holds(engine, task_id: int, upload_id: str) -> bool:
+    """True if the export still holds that multipart upload: its checkpoint lists it
+    and the task is not REVOKED (a COMPLETED one may still have to complete it)."""
+    T = Task.__table__
+    with engine.connect() as conn:
+        row = conn.execute(select(T.c.status, T.c.options).where(T.c.id == task_id)).first()
+    if row is None or row.status == S.REVOKED:
+        return False
+    state = orjson.loads(row.options or "{}").get("storage") or {}
+    return state.get("upload_id") == upload_id
+
+
 def remove_orphan_uploads(app, store) -> None:
     max_age = float(os.environ.get("UPLOAD_PART_MAX_AGE_S") or UPLOAD_PART_MAX_AGE_S)
-    folder = os.path.join(app.config["DATA_DIR"], uploads.UPLOADS)
-    for path in uploads.remove_orphans(
-        folder, max_age, lambda names: uploads_needed(store.engine, names)
+    for what in storage.for_config(app.config).remove_orphans(
+        max_age,
+        lambda names: uploads_needed(store.engine, names),
+        lambda task_id, upload_id: export_holds(store.engine, task_id, upload_id),
     ):
-        log.info("removed orphan upload %s", path)
+        log.info("removed orphan upload %s", what)
 
 
 def control_loop(app, stop: threading.Event) -> None:

@@ -149,7 +149,8 @@ def task_dict(t, now: float | None = None, paused_at: float | None = None) -> di
         # date-filtered export is still counting. last_row = rows_imported = rows written.
         rows_total = t.rows_total if t.bytes_done else None
         progress = (t.rows_imported / rows_total) if rows_total else 0.0
-        options = {k: v for k, v in (options or {}).items() if k != "snapshot"}
+        # Not the frozen sources nor the storage's checkpoint: the request's filters.
+        options = {k: v for k, v in (options or {}).items() if k not in ("snapshot", "storage")}
         filename = f"export-{t.id}.csv"  # the download's name
     else:
         progress = (t.bytes_done / t.bytes_total) if t.bytes_total else 0.0

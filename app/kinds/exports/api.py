@@ -1,7 +1,7 @@
 """Exports: matching imported rows into a CSV file, and its download."""
 
 import marshmallow as ma
-from flask import current_app, request, send_file
+from flask import Response, current_app, request, send_file
 from marshmallow import fields, validate
 
 from app.core import queries
@@ -9,6 +9,7 @@ from app.core import states as S
 from app.core.dispatch import enqueue
 from app.core.models import db
 from app.kinds.exports import job as exports
+from app.kinds.exports import outfile
 from app.kinds.exports.plan import PlanError, parse_date
 from app.web.api import Blueprint, store, task_dict, task_links
 from app.web.auth import signed
@@ -125,9 +126,20 @@ def download(task_id):
         raise ApiError(404, f"export {task_id} was terminated: its file is removed", task.status)
     if task.status != S.COMPLETED:
         raise ApiError(409, f"export {task_id} is {task.status}, not COMPLETED", task.status)
-    path = exports.download_path(current_app.config["DATA_DIR"], task)
-    if path is None:
+    found = outfile.open_download(current_app.config, task)
+    if found is None:
         raise ApiError(404, f"the file of export {task_id} is missing")
-    return send_file(
-        path, mimetype="text/csv", as_attachment=True, download_name=f"export-{task_id}.csv"
-    )
+    name = f"export-{task_id}.csv"
+    if found.path is not None:
+        return send_file(found.path, mimetype="text/csv", as_attachment=True, download_name=name)
+    # An object: streamed through, in the reader's 1 MB pieces (resumed if a read drops).
+    response = Response(_chunks(found.stream), mimetype="text/csv")
+    response.content_length = found.size
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def _chunks(stream, size: int = 1 << 20):
+    with stream:
+        while chunk := stream.read(size):
+            yield chunk

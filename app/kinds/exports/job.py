@@ -10,14 +10,15 @@ the file's length (`bytes_done`) and the rows written (`last_row`,
 a lost run wrote past its checkpoint is written again exactly once. Until the
 header is written (`bytes_done == 0`) `rows_total` is the count so far.
 
-Files: `exports/<id>.csv.part` while it runs, renamed `exports/<id>.csv` once
-COMPLETED (by the run, or by the first download if the run died in between).
+Files (see outfile): `exports/<id>.csv.part` while it runs, renamed
+`exports/<id>.csv` once COMPLETED (by the run, or by the first download if the
+run died in between); in object storage, a multipart upload checkpointed at part
+boundaries (the rows after the last part are written again by the next run).
 """
 
 import csv
 import io
 import logging
-import os
 import time
 
 import orjson
@@ -27,8 +28,8 @@ from sqlalchemy import select
 from app.core.models import Task
 from app.core.runner import Job, register
 from app.core.store import COMPLETED, LOST, PAUSED, Step, Store
+from app.kinds.exports import outfile
 from app.kinds.exports import plan as export_plan
-from app.kinds.exports.outfile import PartFile, discard_files, final_path, finalize, part_path
 from app.kinds.exports.reader import CHUNK, Reader, Source
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class ExportJob(Job):
 
     def __init__(self, store: Store, task, config: dict):
         super().__init__(store, task, config)
-        self.file: PartFile | None = None
+        self.file = None
 
     def _prepare(self) -> bool:
         """Load the plan made at creation (in steps(): a failure here fails the task).
@@ -57,7 +58,7 @@ class ExportJob(Job):
         True if the export must start over: planned over csv_entries.id (before
         migration 0003), with a checkpoint that means nothing now.
         """
-        options = orjson.loads(self.task.options)
+        self.options = options = orjson.loads(self.task.options)
         snap = options["snapshot"]
         legacy = "lo" in snap
         if legacy and self.task.bytes_done:
@@ -83,7 +84,7 @@ class ExportJob(Job):
     def steps(self):
         task = self.task
         restart = self._prepare()
-        self.file = PartFile(part_path(self.config["DATA_DIR"], task.id), task.bytes_done)
+        self.file = outfile.open_file(self.config, task)
         cursor, written, total = task.cursor or 0, task.last_row, task.rows_total
         if restart:  # nothing written yet (else _prepare failed): count from the start
             cursor, total = 0, 0
@@ -142,7 +143,7 @@ class ExportJob(Job):
         if rate:  # keep checkpoints frequent when throttled: about 20 a second
             batch_rows = max(1, min(batch_rows, int(rate / 20)))
         seconds = self.config["IMPORT_BATCH_SECONDS"]
-        done = False
+        done, saved = False, written  # saved: rows the committed checkpoint holds
         while not done:
             started, rows, buf = time.monotonic(), 0, io.StringIO()
             out = csv.writer(buf)
@@ -160,16 +161,19 @@ class ExportJob(Job):
             if gone:
                 raise ExportFailed(f"source import {gone[0]} was terminated ({gone[1]})")
             self.file.write(buf.getvalue().encode())
-            size = self.file.sync()
             written += rows
-            yield Step(
-                checkpoint={"cursor": cursor, "bytes_done": size, "last_row": written},
-                rows=rows,
-                done=done,
-            )
+            # The file says what is durable now: all of it (a file), or up to the last
+            # part uploaded (object storage): only that is checkpointed and counted.
+            checkpoint = self.file.sync({"cursor": cursor, "last_row": written}, done)
+            if "storage" in checkpoint:
+                self.options["storage"] = checkpoint.pop("storage")
+                checkpoint["options"] = orjson.dumps(self.options).decode()
+            now_saved = checkpoint.get("last_row", saved)
+            yield Step(checkpoint=checkpoint, rows=now_saved - saved, done=done)
+            saved = now_saved
 
     def finished(self, outcome: str) -> None:
-        data_dir, task_id = self.config["DATA_DIR"], self.task.id
+        task_id = self.task.id
         if self.file is not None:
             if outcome == PAUSED:
                 # A pause drops the batch in hand (store.commit): cut what it wrote,
@@ -180,30 +184,23 @@ class ExportJob(Job):
                     self.file.cut(now.bytes_done)
             self.file.close()
         if outcome == COMPLETED:
-            finalize(data_dir, task_id)
+            outfile.finalize(self.config, self.store.get(task_id))
         elif outcome == LOST:
             # Terminated while it ran: its rollback may have removed the files before
             # this run created its .part; remove what this run left.
             now = self.store.get(task_id)
             if now is not None and now.status in export_plan.GONE:
-                discard_files(data_dir, task_id)
+                outfile.discard_files(self.config, now)
 
     @classmethod
     def discard(cls, task) -> None:
-        discard_files(current_app.config["DATA_DIR"], task.id)
+        outfile.discard_files(current_app.config, task)
 
 
 def _csv_text(rows) -> bytes:
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
     return buf.getvalue().encode()
-
-
-def download_path(data_dir: str, task) -> str | None:
-    """The finished file of a COMPLETED export, or None if it is missing."""
-    finalize(data_dir, task.id)
-    path = final_path(data_dir, task.id)
-    return path if os.path.exists(path) else None
 
 
 def create(store: Store, task_id: int | None, column: str | None, start, end) -> int:

@@ -1,9 +1,9 @@
-"""The import kind: a CSV upload streamed into csv_entries from its byte offset."""
-
-import os
+"""The import kind: a CSV upload (or a source object) streamed into csv_entries from its
+byte offset."""
 
 import orjson
 
+from app.core import storage
 from app.core.models import CsvEntry, TaskError
 from app.core.runner import Job, register
 from app.core.store import COMPLETED, Step
@@ -20,12 +20,10 @@ def csv_options(task, config: dict) -> importer.CsvOptions:
     )
 
 
-def _remove(path: str | None) -> None:
-    if path:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+def _remove(task) -> None:
+    """Remove the task's upload, unless it is a source object the service did not create."""
+    if not orjson.loads(task.options or "{}").get("source"):
+        storage.delete(task.upload_path)
 
 
 @register
@@ -40,7 +38,7 @@ class ImportJob(Job):
         if rate:  # keep checkpoints frequent when throttled: about 20 a second
             batch_rows = max(1, min(batch_rows, int(rate / 20)))
         batches = importer.read_batches_in_child(
-            path=task.upload_path,
+            location=task.upload_path,
             options=csv_options(task, config),
             columns=len(orjson.loads(task.header)),
             offset=task.bytes_done,
@@ -66,8 +64,8 @@ class ImportJob(Job):
 
     def finished(self, outcome: str) -> None:
         if outcome == COMPLETED:
-            _remove(self.task.upload_path)
+            _remove(self.task)
 
     @classmethod
     def discard(cls, task) -> None:
-        _remove(task.upload_path)
+        _remove(task)
