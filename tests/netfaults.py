@@ -6,8 +6,8 @@ import threading
 
 
 class CuttingProxy:
-    """A TCP proxy to `target` that drops the first connection after `cut_after`
-    response bytes (a dropped link mid-read); later connections pass untouched.
+    """A TCP proxy to `target` that drops a connection once its response passes
+    `cut_after` bytes (a dropped link mid-read), once; then everything passes.
     Records each request's `Range` header."""
 
     def __init__(self, target: tuple[str, int], cut_after: int):
@@ -20,19 +20,14 @@ class CuttingProxy:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        first = True
         while True:
             try:
                 client, _ = self.sock.accept()
             except OSError:
                 return
             upstream = socket.create_connection(self.target)
-            cut = self.cut_after if first else None
-            first = False
             threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
-            threading.Thread(
-                target=self._responses, args=(upstream, client, cut), daemon=True
-            ).start()
+            threading.Thread(target=self._responses, args=(upstream, client), daemon=True).start()
 
     def _requests(self, client, upstream) -> None:
         try:
@@ -43,11 +38,11 @@ class CuttingProxy:
             pass
         _close(upstream)
 
-    def _responses(self, upstream, client, cut: int | None) -> None:
-        sent = 0
+    def _responses(self, upstream, client) -> None:
+        sent, cut = 0, self.cut_after
         try:
             while data := upstream.recv(65536):
-                if cut is not None and sent + len(data) >= cut:
+                if not self.cuts and sent + len(data) >= cut:
                     client.sendall(data[: cut - sent])
                     self.cuts += 1
                     break  # the link drops: both sides closed, mid-body

@@ -64,13 +64,16 @@ def uploads_needed(engine, names: list[str]) -> set[str]:
 
 
 def export_holds(engine, task_id: int, upload_id: str) -> bool:
-    """True if the export still holds that multipart upload: its checkpoint lists it
-    and the task is not REVOKED (a COMPLETED one may still have to complete it)."""
+    """True if the export may still use that multipart upload: a run holds the task
+    (it may have begun the upload and not yet checkpointed it), or the checkpoint
+    lists it and the task is not REVOKED (a COMPLETED one may still complete it)."""
     T = Task.__table__
     with engine.connect() as conn:
         row = conn.execute(select(T.c.status, T.c.options).where(T.c.id == task_id)).first()
     if row is None or row.status == S.REVOKED:
         return False
+    if row.status in (S.PROCESSING, S.PAUSING):
+        return True
     state = orjson.loads(row.options or "{}").get("storage") or {}
     return state.get("upload_id") == upload_id
 

@@ -132,6 +132,9 @@ class PartFile:
             self.f.truncate(offset)
             self.f.seek(offset)
 
+    def abandon(self, committed: dict | None) -> None:
+        """Nothing to do: a file has no upload of its own to give up."""
+
     def close(self) -> None:
         if not self.f.closed:
             self.f.close()  # releases the lock

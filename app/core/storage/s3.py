@@ -7,10 +7,11 @@ Objects elsewhere in the bucket are only ever read (source imports).
 """
 
 import logging
+import time
 import uuid
 from datetime import UTC, datetime
 
-from app.core.storage.base import SNIFF_BYTES, Download, Storage, StorageError
+from app.core.storage.base import SNIFF_BYTES, Download, ObjectMissing, Storage, StorageError
 from app.core.storage.s3client import call, client, error_code, open_object, split
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,10 @@ class _Parts:
         self.upload_id = upload_id
         self.parts = [list(p) for p in parts]  # [number, etag, size]
         self.buf = bytearray()
+        # Going on with an upload a lost run may still write to: it sends at most
+        # one part past the checkpoint (its next commit is refused), numbered one
+        # past the last listed. Skip that number; numbers need only ascend.
+        self.next = self.parts[-1][0] + 2 if self.parts else 1
 
     def put_part(self) -> None:
         """Send the buffer as the next part (starting the upload if need be)."""
@@ -45,7 +50,7 @@ class _Parts:
                 Key=self.key,
                 ContentType="text/csv",
             )["UploadId"]
-        number = len(self.parts) + 1
+        number = self.next
         answer = call(
             self.location,
             client().upload_part,
@@ -56,6 +61,7 @@ class _Parts:
             Body=bytes(self.buf),
         )
         self.parts.append([number, answer["ETag"], len(self.buf)])
+        self.next = number + 1
         self.buf = bytearray()
 
     def finish(self) -> None:
@@ -96,7 +102,16 @@ def complete(location: str, upload_id: str, parts: list) -> None:
     except StorageError as exc:
         if error_code(exc.__cause__) != "NoSuchUpload":
             raise
-        call(location, client().head_object, Bucket=bucket, Key=key)  # completed before
+        # Completed by the other party (the run, or a download after its crash),
+        # perhaps a moment ago: the object shows once its completion is done.
+        for attempt in range(20):
+            try:
+                call(location, client().head_object, Bucket=bucket, Key=key)
+                return
+            except ObjectMissing:
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
 
 
 def abort(location: str, upload_id: str) -> None:
@@ -196,6 +211,14 @@ class S3ExportFile:
     def cut(self, offset: int) -> None:
         self.parts.buf = bytearray()
 
+    def abandon(self, committed: dict | None) -> None:
+        """Abort the upload if this run began it and no checkpoint lists it."""
+        if self.parts.upload_id and self.parts.upload_id != (committed or {}).get("upload_id"):
+            try:
+                self.parts.abort()
+            except StorageError:  # the sweep aborts it later
+                log.warning("could not abort %s", self.parts.location, exc_info=True)
+
     def close(self) -> None:
         self.parts.buf = bytearray()
 
@@ -259,7 +282,7 @@ class S3Storage(Storage):
     def remove_orphans(self, max_age, needed, export_held) -> list[str]:
         """Upload objects no task needs (untouched for 10 x `max_age`); incomplete
         uploads no request is filling (no part for 10 x `max_age`); incomplete
-        exports older than `max_age` that no export's checkpoint holds."""
+        exports idle for `max_age` that no export holds (see control.export_holds)."""
         from app.core.storage.s3orphans import remove_orphans
 
         return remove_orphans(self, max_age, needed, export_held, datetime.now(UTC))

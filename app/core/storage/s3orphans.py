@@ -4,11 +4,16 @@ import logging
 import re
 
 from app.core.storage.s3 import abort
-from app.core.storage.s3client import call, client
+from app.core.storage.s3client import call, client, error_code
 
 log = logging.getLogger(__name__)
 
 EXPORT_KEY = re.compile(r"exports/(\d+)\.csv$")
+
+# When this process first saw each incomplete upload: an upload counts as idle
+# only for as long as it was watched idle (some servers, moto among them, report
+# no true `Initiated`), so one created a moment ago is never taken for stale.
+_first_seen: dict = {}
 
 
 def _pages(op: str, **kwargs):
@@ -30,28 +35,38 @@ def remove_orphans(storage, max_age: float, needed, export_held, now) -> list[st
                 location = f"s3://{bucket}/{key}"
                 call(location, client().delete_object, Bucket=bucket, Key=key)
                 removed.append(location)
+    seen = set()
     for page in _pages("list_multipart_uploads", Bucket=bucket, Prefix=prefix):
         for upload in page.get("Uploads", []):
             key, upload_id = upload["Key"], upload["UploadId"]
+            seen.add(upload_id)
             location = f"s3://{bucket}/{key}"
             rest = key[len(prefix) :]
             if rest.startswith("uploads/"):
                 stale = _idle_seconds(bucket, key, upload, now) >= 10 * max_age
             elif match := EXPORT_KEY.fullmatch(rest):
-                age = (now - upload["Initiated"]).total_seconds()
-                stale = age >= max_age and not export_held(int(match[1]), upload_id)
+                stale = _idle_seconds(bucket, key, upload, now) >= max_age and not export_held(
+                    int(match[1]), upload_id
+                )
             else:
                 continue  # not ours
             if stale:
                 abort(location, upload_id)
                 removed.append(f"{location} (incomplete upload {upload_id})")
+    for gone in set(_first_seen) - seen:
+        del _first_seen[gone]
     return removed
 
 
 def _idle_seconds(bucket: str, key: str, upload: dict, now) -> float:
-    """Seconds since the upload last received a part (or began)."""
-    last = upload["Initiated"]
-    for page in _pages("list_parts", Bucket=bucket, Key=key, UploadId=upload["UploadId"]):
-        for part in page.get("Parts", []):
-            last = max(last, part["LastModified"])
+    """Seconds since the upload last received a part, began, or was first seen here."""
+    last = max(upload["Initiated"], _first_seen.setdefault(upload["UploadId"], now))
+    try:
+        for page in _pages("list_parts", Bucket=bucket, Key=key, UploadId=upload["UploadId"]):
+            for part in page.get("Parts", []):
+                last = max(last, part["LastModified"])
+    except Exception as exc:  # completed or aborted since it was listed: not idle
+        if error_code(exc) != "NoSuchUpload":
+            raise
+        return 0.0
     return (now - last).total_seconds()

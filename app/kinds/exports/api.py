@@ -8,6 +8,7 @@ from app.core import queries
 from app.core import states as S
 from app.core.dispatch import enqueue
 from app.core.models import db
+from app.core.storage import StorageError, StorageUnavailable
 from app.kinds.exports import job as exports
 from app.kinds.exports import outfile
 from app.kinds.exports.plan import PlanError, parse_date
@@ -126,7 +127,12 @@ def download(task_id):
         raise ApiError(404, f"export {task_id} was terminated: its file is removed", task.status)
     if task.status != S.COMPLETED:
         raise ApiError(409, f"export {task_id} is {task.status}, not COMPLETED", task.status)
-    found = outfile.open_download(current_app.config, task)
+    try:
+        found = outfile.open_download(current_app.config, task)
+    except StorageUnavailable as exc:
+        raise ApiError(503, f"object storage failed: {exc}; try again") from None
+    except StorageError:
+        found = None
     if found is None:
         raise ApiError(404, f"the file of export {task_id} is missing")
     name = f"export-{task_id}.csv"

@@ -175,13 +175,16 @@ class ExportJob(Job):
     def finished(self, outcome: str) -> None:
         task_id = self.task.id
         if self.file is not None:
-            if outcome == PAUSED:
+            now = self.store.get(task_id) if outcome != COMPLETED else None
+            if outcome == PAUSED and now is not None:
                 # A pause drops the batch in hand (store.commit): cut what it wrote,
                 # so a paused export's file ends at its checkpoint. Read after the
                 # pause committed; the file is still locked by this run.
-                now = self.store.get(task_id)
-                if now is not None:
-                    self.file.cut(now.bytes_done)
+                self.file.cut(now.bytes_done)
+            if outcome != COMPLETED:
+                # An object upload this run began that no checkpoint lists (it was
+                # taken over before its first part committed) goes now.
+                self.file.abandon(outfile.state(now) if now is not None else None)
             self.file.close()
         if outcome == COMPLETED:
             outfile.finalize(self.config, self.store.get(task_id))
