@@ -44,6 +44,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     from app.web import api, auth, errors, page
 
     uploads.init_app(app)
+    if app.config.get("STORAGE_URL"):
+        from app.core import storage
+
+        storage.for_config(app.config)  # a bad STORAGE_URL fails here, at start-up
     errors.init_app(app)
     auth.init_app(app)
     api.init_app(app)

@@ -225,6 +225,8 @@ class S3ExportFile:
 
 class S3Storage(Storage):
     def __init__(self, url: str, data_dir: str, part_bytes: int | None = None):
+        import boto3  # noqa: F401  (at start-up, so a first upload does not pay for it)
+
         self.bucket, prefix = split(url)
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.part_bytes = part_bytes or PART_BYTES
