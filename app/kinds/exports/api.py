@@ -115,6 +115,7 @@ def create_export(args):
 )
 @blp.alt_response(404, schema="Error", description="no such export, or REVOKED")
 @blp.alt_response(409, schema="Error", description="not COMPLETED yet")
+@blp.alt_response(503, schema="Error", description="object storage failed; try again")
 @signed
 def download(task_id):
     """The finished CSV file of a COMPLETED export."""
