@@ -220,6 +220,7 @@ def big_file(mb: int, seed: int) -> Path:
 def upload_memory(args, env: dict) -> Row:
     path = big_file(args.s3_upload_mb, args.seed)
     size_mb = path.stat().st_size / 2**20
+    env = {**env, "MAX_UPLOAD_MB": str(int(size_mb) + 64)}  # room for the whole file
     with c.Service(redis_url=args.redis, workers=args.workers, env=env) as svc:
         time.sleep(0.5)
         idle = c.RssSampler(svc.web_pids, 0.05)
