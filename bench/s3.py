@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from bench import common as c
 from bench.common import Row
+from bench.memory import _idle
 
 NAME = "s3"
 BUCKET = "bench"
@@ -222,11 +223,7 @@ def upload_memory(args, env: dict) -> Row:
     size_mb = path.stat().st_size / 2**20
     env = {**env, "MAX_UPLOAD_MB": str(int(size_mb) + 64)}  # room for the whole file
     with c.Service(redis_url=args.redis, workers=args.workers, env=env) as svc:
-        time.sleep(0.5)
-        idle = c.RssSampler(svc.web_pids, 0.05)
-        for _ in range(20):
-            idle.sample()
-            time.sleep(0.05)
+        idle = _idle(svc.web_pids)
         with c.RssSampler(svc.web_pids) as s:
             task, took = svc.upload(path)
         svc.post_action("terminate", task["id"])
