@@ -59,6 +59,8 @@ def for_config(config) -> Storage:
     key = (url, data_dir, config.get("STORAGE_PART_BYTES"))
     if key not in _cache:
         if url:
+            if not url.startswith("s3://") or not url[5:].split("/")[0]:
+                raise ValueError(f"STORAGE_URL must be s3://bucket[/prefix], not {url!r}")
             from app.core.storage.s3 import S3Storage
 
             _cache[key] = S3Storage(url, data_dir, config.get("STORAGE_PART_BYTES"))
