@@ -48,6 +48,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         # the limits key on, and the scheme the origin check compares.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     uploads.init_app(app)
+    if app.config.get("STORAGE_URL"):
+        from app.core import storage
+
+        storage.for_config(app.config)  # a bad STORAGE_URL fails here, at start-up
     errors.init_app(app)
     auth.init_app(app)
     guard.init_app(app)  # first of the before-request functions

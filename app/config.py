@@ -89,6 +89,11 @@ def from_environment() -> dict:
         "EMBEDDED_MAX_DEATHS": _int("EMBEDDED_MAX_DEATHS", 5),
         "METRICS_PUBLIC": os.environ.get("METRICS_PUBLIC", "") not in ("", "0"),
         "WORKER_METRICS_PORT": _int("WORKER_METRICS_PORT", 0) or None,
+        # s3://bucket/prefix: uploads and exports in object storage (see app.core.storage),
+        # reached with the standard AWS variables; unset: files under DATA_DIR.
+        "STORAGE_URL": os.environ.get("STORAGE_URL", "").strip() or None,
+        # Bytes per multipart part (S3 wants at least 5 MiB but the last).
+        "STORAGE_PART_BYTES": _int("STORAGE_PART_BYTES", 8 << 20),
     }
 
 

@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 from bench import common as c
 
 # Module names under bench/ ("import" is a keyword, hence importlib), in running order.
-BENCHES = ["import", "latency", "dispatch", "memory", "concurrency", "export", "stop"]
+BENCHES = ["import", "latency", "dispatch", "memory", "concurrency", "export", "s3", "stop"]
 
 
 def load(name: str):

@@ -1,7 +1,14 @@
 """Fixtures: an app on a real database, real worker processes, a real server.
 
 Two stacks: "sqlite" (SQLite + the embedded filesystem broker, as `make run`)
-and "postgres" (PostgreSQL + Redis, as a scaled deployment). The postgres
+and "postgres" (PostgreSQL + Redis, as a scaled deployment). Tests marked `s3`
+run on a third, "s3": "postgres" with uploads and exports in a bucket of moto's
+S3 server (tests/s3.py). That is a marked subset, not the whole suite again: the
+tests where the storage is on the path (resume by byte offset, takeover after a
+kill, rollback removing the upload, every CSV shape of the corpus read through
+ranged GETs, exports); the rest (API shapes, auth, the page, schema, broker
+faults) never touches a byte of an upload, so a second run would add minutes
+and test nothing new. The postgres
 stack needs DATABASE_URL and REDIS_URL; without them its tests skip, except
 under CI=true, where they fail.
 """
@@ -12,10 +19,32 @@ from app import create_app
 from app.core.migrate import upgrade
 from tests.helpers import RUNNING_SERVERS, Proc, free_port, stack_env, wait_for
 
+STACKS = ["sqlite", "postgres"]
 
-@pytest.fixture(params=["sqlite", "postgres"])
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "s3: also run on the object-storage stack (PostgreSQL + Redis + uploads and exports "
+        "in moto's S3 server): the tests where the bytes live matters",
+    )
+
+
+def pytest_generate_tests(metafunc):
+    """`stack` runs each test on both stacks, and on "s3" too for tests marked s3."""
+    if "stack" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "stack" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return  # the test chose its stacks
+    s3 = metafunc.definition.get_closest_marker("s3") is not None
+    metafunc.parametrize("stack", STACKS + ["s3"] * s3, indirect=True)
+
+
+@pytest.fixture
 def stack(request, tmp_path):
-    """Environment for the app and its workers: DATA_DIR, database and broker."""
+    """Environment for the app and its workers: DATA_DIR, database, broker (and storage)."""
     with stack_env(request.param, tmp_path / "data") as env:
         yield env
 

@@ -43,9 +43,16 @@ def stack_env(kind: str, data_dir: Path):
 
     "sqlite": SQLite + the embedded filesystem broker (as `make run`). "postgres":
     a fresh schema in DATABASE_URL + REDIS_URL (as a scaled deployment); without
-    them the caller skips (fails under CI=true).
+    them the caller skips (fails under CI=true). "s3": "postgres" with uploads and
+    exports in a fresh bucket of moto's S3 server (tests/s3.py).
     """
     env = {"DATA_DIR": str(data_dir), "HEARTBEAT_TIMEOUT_S": "30"}
+    if kind == "s3":  # the postgres stack with uploads and exports in a bucket
+        from tests.s3 import bucket_env
+
+        with stack_env("postgres", data_dir) as env, bucket_env() as storage:
+            yield {**env, **storage}
+        return
     if kind == "sqlite":
         yield {**env, "DATABASE_URL": "", "REDIS_URL": ""}
         return

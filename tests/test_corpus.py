@@ -15,12 +15,13 @@ reason for an expectation the SPEC leaves open) and `xfail` (a known bug, with
 its description; the test then fails if the bug is gone, so the mark is removed).
 
 One service (app, worker) per stack serves the whole corpus: files are small, and
-starting a worker per file would cost more than the imports.
+starting a worker per file would cost more than the imports. The corpus also runs
+on the "s3" stack (tests/s3.py): every shape read through ranged GETs, its batch
+boundaries resumed from byte offsets in an object.
 """
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from sqlalchemy import text
 from app import create_app
 from app.core.migrate import upgrade
 from tests.helpers import Proc, stack_env, upload, wait_for, wait_status
+from tests.s3 import stored, upload_names
 
 pytestmark = pytest.mark.slow  # every test here starts real processes
 
@@ -91,7 +93,7 @@ class Service:
         self.uploads = Path(app.config["DATA_DIR"]) / "uploads"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "s3"])
 def service(request, tmp_path_factory):
     """An app on the stack and one real worker (`python worker.py`), for the module."""
     base = tmp_path_factory.mktemp(f"corpus-{request.param}")
@@ -134,7 +136,7 @@ def test_corpus(service, name, tmp_path):
     expect = expectation(name)
     path = materialize(name, tmp_path)
     client = service.client
-    before_files = set(os.listdir(service.uploads))
+    before_files = upload_names(service.app.config)
     before_tasks = sql(service, "SELECT count(*) FROM tasks")[0][0]
 
     response = upload(client, path, **expect.get("form", {}))
@@ -145,7 +147,7 @@ def test_corpus(service, name, tmp_path):
         assert set(body) == {"error"} and body["error"]["code"] == 400
         assert expect["message_contains"].lower() in body["error"]["message"].lower(), body
         assert sql(service, "SELECT count(*) FROM tasks")[0][0] == before_tasks
-        assert set(os.listdir(service.uploads)) <= before_files  # nothing half-made
+        assert upload_names(service.app.config) <= before_files  # nothing half-made
         return
 
     assert response.status_code == 202, body
@@ -166,7 +168,7 @@ def test_corpus(service, name, tmp_path):
         assert t["last_row"] == consumed and t["progress"] == 1
         assert t["bytes_done"] == t["bytes_total"] == path.stat().st_size
         upload_path = sql(service, "SELECT upload_path FROM tasks WHERE id = :t", t=tid)[0][0]
-        wait_for(lambda: not os.path.exists(upload_path), 10, "the upload to be removed")
+        wait_for(lambda: not stored(upload_path), 10, "the upload to be removed")
 
     # The rows, from SQL: each once, numbered 1..last_row except the rows in error.
     numbers = [

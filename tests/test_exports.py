@@ -464,7 +464,7 @@ def test_part_file_is_cut_back_and_a_stale_holder_cannot_touch_it(tmp_path):
     path = str(tmp_path / "1.csv.part")
     first = PartFile(path, 0)
     first.write(b"a,b\r\n1,2\r\n")
-    assert first.sync() == 10
+    assert first.sync({})["bytes_done"] == 10
     first.write(b"lost past the checkpoint")
     first.f.flush()
     first.close()
@@ -473,9 +473,9 @@ def test_part_file_is_cut_back_and_a_stale_holder_cannot_touch_it(tmp_path):
     # second stalls holding the lock; the task is handed to a third run.
     third = PartFile(path, 5)
     third.write(b"3,4\r\n")
-    third.sync()
+    third.sync({})
     second.write(b"stale bytes")
-    second.sync()
+    second.sync({})
     second.close()
     third.close()
     assert Path(path).read_bytes() == b"a,b\r\n3,4\r\n"

@@ -38,6 +38,7 @@ from tests.helpers import (
     wait_status,
     write_rows,
 )
+from tests.s3 import stored
 
 N = 10_000
 RATE = 4_000  # rows/s: batches of 200 rows every 50 ms; N takes 2.5 s
@@ -80,6 +81,7 @@ def holders_of(path: str) -> list[int]:
 # -- worker deaths with an action pending -------------------------------------------------
 
 
+@pytest.mark.s3
 @pytest.mark.parametrize("victim", ["worker", "pool child"])
 def test_worker_killed_while_a_pause_is_pending(
     client, engine, stack, start_worker, csv10k, victim
@@ -106,6 +108,7 @@ def test_worker_killed_while_a_pause_is_pending(
     assert_exact(engine, tid, N)
 
 
+@pytest.mark.s3
 @pytest.mark.parametrize("when", ["before its rollback", "mid rollback"])
 def test_worker_killed_while_a_terminate_is_pending(
     app, client, engine, stack, start_worker, csv10k, when
@@ -134,7 +137,7 @@ def test_worker_killed_while_a_terminate_is_pending(
     assert client.get(f"/tasks/{tid}/errors").get_json()["errors"] == []
     with engine.connect() as conn:
         path = conn.execute(text("SELECT upload_path FROM tasks WHERE id=:t"), {"t": tid}).scalar()
-    assert not os.path.exists(path)
+    assert not stored(path)
 
 
 def test_sigterm_while_a_pause_is_pending(client, engine, stack, start_worker, csv10k):
@@ -160,6 +163,7 @@ def test_sigterm_while_a_pause_is_pending(client, engine, stack, start_worker, c
 # -- duplicate deliveries -----------------------------------------------------------------
 
 
+@pytest.mark.s3
 def test_the_same_task_delivered_twice_at_once(app, client, engine, stack, start_worker, csv10k):
     """Two workers (two slots each) get the same task three times at once, at start and
     at resume, and once more after it completed: one run at a time, each row once."""

@@ -4,7 +4,6 @@ Imports are held open with IMPORT_MAX_ROWS_PER_S (a real user setting), so the
 tests act on a running task without sleeping and hoping.
 """
 
-import os
 import threading
 from contextlib import contextmanager
 
@@ -23,6 +22,7 @@ from tests.helpers import (
     wait_status,
     write_rows,
 )
+from tests.s3 import stored
 
 N = 300_000
 
@@ -48,6 +48,7 @@ def checkpoint_matches_rows(engine, t) -> None:
     assert (top or 0) <= t["last_row"]
 
 
+@pytest.mark.s3
 def test_pause_and_resume_several_times_is_exact(client, engine, stack, start_worker, big_csv):
     workers_for(stack, start_worker, IMPORT_MAX_ROWS_PER_S=60_000)
     tid = upload(client, big_csv).get_json()["id"]
@@ -64,7 +65,8 @@ def test_pause_and_resume_several_times_is_exact(client, engine, stack, start_wo
     done = wait_status(client, tid, "COMPLETED")
     assert done["rows_imported"] == done["last_row"] == N and done["progress"] == 1
     assert_exact(engine, tid, N)
-    assert not os.path.exists(engine_upload_path(engine, tid))  # upload removed
+    # Removed once COMPLETED is committed (a request later, in object storage).
+    wait_for(lambda: not stored(engine_upload_path(engine, tid)), 10, "the upload removed")
 
 
 def test_terminate_wakes_the_workers_at_once(client, engine, stack, start_worker, tmp_path):
@@ -82,6 +84,7 @@ def engine_upload_path(engine, tid) -> str:
         return conn.execute(text("SELECT upload_path FROM tasks WHERE id=:t"), {"t": tid}).scalar()
 
 
+@pytest.mark.s3
 def test_terminate_running_paused_and_completed_leaves_nothing(
     client, engine, stack, start_worker, tmp_path
 ):
@@ -109,7 +112,7 @@ def test_terminate_running_paused_and_completed_leaves_nothing(
         assert_exact(engine, tid, 0)
         assert client.get(f"/tasks/{tid}/errors").get_json()["errors"] == []
         assert client.post(f"/resume/{tid}").status_code == 409
-    assert not any(os.path.exists(p) for p in paths.values())
+    assert not any(stored(p) for p in paths.values())
     revoked_ids = {t["id"] for t in client.get("/terminated_tasks").get_json()["tasks"]}
     assert revoked_ids == {running, paused, completed, failed_rows}
     # None reappear: a later import runs through the same workers, then still none.
@@ -282,6 +285,7 @@ def wait_status_sql(engine, tid, status) -> None:
     wait_for(reached, 60, f"task {tid} {status}")
 
 
+@pytest.mark.s3
 def test_files_of_every_shape_import_exactly(client, stack, start_worker, tmp_path):
     start_worker()
     cases = {

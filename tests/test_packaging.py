@@ -265,6 +265,40 @@ def test_compose_config_is_valid_and_scalable():
     # Without DATABASE_URL the containers fall back to SQLite in DATA_DIR.
     plain = load_yaml(compose("config"))["services"]["web"]["environment"]
     assert not plain.get("DATABASE_URL")
+    assert not plain.get("STORAGE_URL")  # files in DATA_DIR unless object storage is asked for
+
+
+def test_compose_minio_profile_is_valid_and_wired_to_the_app():
+    """The `minio` profile, checked statically (no MinIO server runs here)."""
+    compose("--profile", "minio", "config", "-q")
+    env = {
+        "STORAGE_URL": "s3://csv/data",
+        "AWS_ENDPOINT_URL_S3": "http://minio:9000",
+        "AWS_ACCESS_KEY_ID": "key-id",
+        "AWS_SECRET_ACCESS_KEY": "secret-key",
+    }
+    services = load_yaml(compose("--profile", "minio", "config", env=env))["services"]
+    minio, bucket = services["minio"], services["minio-bucket"]
+    assert minio["image"].startswith("minio/minio") and minio["profiles"] == ["minio"]
+    assert bucket["profiles"] == ["minio"] and "mc mb" in " ".join(bucket["entrypoint"])
+    assert bucket["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert (
+        minio["environment"]["MINIO_ROOT_USER"],
+        minio["environment"]["MINIO_ROOT_PASSWORD"],
+    ) == (
+        "key-id",
+        "secret-key",
+    )
+    assert bucket["environment"]["BUCKET"] == "csv"  # the bucket STORAGE_URL names
+    assert any(str(v).split(":")[1:2] == ["/data"] for v in minio["volumes"])
+    for name in ("web", "worker"):
+        app_env = services[name]["environment"]
+        for key, value in env.items():
+            assert app_env[key] == value, (name, key)
+        assert app_env["AWS_REGION"]
+    # The app never waits for MinIO: plain compose (and `make run`) needs none.
+    for name in ("web", "worker"):
+        assert set(services[name]["depends_on"]) == {"redis"}
 
 
 def test_compose_metrics_profile_scrapes_web_and_workers():

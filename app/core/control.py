@@ -3,8 +3,9 @@
 The worker's main process runs one control thread that claims TERMINATING
 tasks nobody holds (so rollbacks never wait behind imports for a pool slot)
 and, every few seconds, sweeps: tasks whose holder went silent are handed
-back, queued tasks nobody took are rung again, upload files nothing will
-use (a web process killed mid-upload) are removed, and each kind sweeps its
+back, queued tasks nobody took are rung again, upload files nothing will use (a
+web process killed mid-upload) and incomplete multipart uploads no task holds are
+removed, from DATA_DIR or the bucket (app.core.storage), and each kind sweeps its
 own (an export's file past EXPORT_TTL_HOURS). SIGTERM (to the worker or to
 a pool child) makes every run stop at its next checkpoint and hand its task back.
 """
@@ -15,11 +16,12 @@ import signal
 import threading
 import time
 
+import orjson
 from celery import signals
 from celery.worker.control import control_command
 from sqlalchemy import or_, select
 
-from app.core import broker, runner, uploads
+from app.core import broker, runner, storage
 from app.core import states as S
 from app.core.dispatch import enqueue
 from app.core.models import Task, db
@@ -58,13 +60,29 @@ def uploads_needed(engine, names: list[str]) -> set[str]:
     return needed
 
 
+def export_holds(engine, task_id: int, upload_id: str) -> bool:
+    """True if the export may still use that multipart upload: a run holds the task
+    (it may have begun the upload and not yet checkpointed it), or the checkpoint
+    lists it and the task is not REVOKED (a COMPLETED one may still complete it)."""
+    T = Task.__table__
+    with engine.connect() as conn:
+        row = conn.execute(select(T.c.status, T.c.options).where(T.c.id == task_id)).first()
+    if row is None or row.status == S.REVOKED:
+        return False
+    if row.status in (S.PROCESSING, S.PAUSING):
+        return True
+    state = orjson.loads(row.options or "{}").get("storage") or {}
+    return state.get("upload_id") == upload_id
+
+
 def remove_orphan_uploads(app, store) -> None:
     max_age = app.config["UPLOAD_PART_MAX_AGE_S"]
-    folder = os.path.join(app.config["DATA_DIR"], uploads.UPLOADS)
-    for path in uploads.remove_orphans(
-        folder, max_age, lambda names: uploads_needed(store.engine, names)
+    for what in storage.for_config(app.config).remove_orphans(
+        max_age,
+        lambda names: uploads_needed(store.engine, names),
+        lambda task_id, upload_id: export_holds(store.engine, task_id, upload_id),
     ):
-        log.info("removed orphan upload %s", path)
+        log.info("removed orphan upload %s", what)
 
 
 def control_loop(app, stop: threading.Event) -> None:

@@ -3,11 +3,13 @@
 import time
 
 import marshmallow as ma
-from flask import current_app, request, send_file
+from flask import Response, current_app, request, send_file
 from marshmallow import fields, validate
 
 from app.core import states as S
 from app.core.dispatch import enqueue
+from app.core.storage import StorageError, StorageUnavailable
+from app.kinds.exports import expiry, outfile
 from app.kinds.exports import job as exports
 from app.kinds.exports.plan import PlanError, parse_date
 from app.web import limits
@@ -122,6 +124,7 @@ def create_export(args):
 @blp.alt_response(404, schema="Error", description="no such export, or REVOKED")
 @blp.alt_response(409, schema="Error", description="not COMPLETED yet")
 @blp.alt_response(410, schema="Error", description="expired: past `expires_at`")
+@blp.alt_response(503, schema="Error", description="object storage failed; try again")
 @signed
 def download(task_id):
     """The finished CSV file of a COMPLETED export."""
@@ -134,13 +137,30 @@ def download(task_id):
         raise ApiError(404, f"export {task_id} was terminated: its file is removed", task.status)
     if task.status != S.COMPLETED:
         raise ApiError(409, f"export {task_id} is {task.status}, not COMPLETED", task.status)
-    if time.time() >= exports.expiry(task, current_app.config):
+    if time.time() >= expiry.expiry(task, current_app.config):
         raise ApiError(410, f"export {task_id} expired (EXPORT_TTL_HOURS): export again")
-    path = exports.download_path(current_app.config["DATA_DIR"], task)
-    if path is None:
+    try:
+        found = outfile.open_download(current_app.config, task)
+    except StorageUnavailable as exc:
+        raise ApiError(503, f"object storage failed: {exc}; try again") from None
+    except StorageError:
+        found = None
+    if found is None:
         raise ApiError(404, f"the file of export {task_id} is missing")
-    response = send_file(
-        path, mimetype="text/csv", as_attachment=True, download_name=f"export-{task_id}.csv"
-    )
+    name = f"export-{task_id}.csv"
+    if found.path is not None:
+        response = send_file(
+            found.path, mimetype="text/csv", as_attachment=True, download_name=name
+        )
+    else:  # an object: streamed through, in 1 MB pieces (resumed if a read drops)
+        response = Response(_chunks(found.stream), mimetype="text/csv")
+        response.content_length = found.size
+        response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     response.headers["Cache-Control"] = "no-store"  # rows of every uploader: never kept
     return response
+
+
+def _chunks(stream, size: int = 1 << 20):
+    with stream:
+        while chunk := stream.read(size):
+            yield chunk

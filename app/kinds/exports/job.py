@@ -10,14 +10,15 @@ the file's length (`bytes_done`) and the rows written (`last_row`,
 a lost run wrote past its checkpoint is written again exactly once. Until the
 header is written (`bytes_done == 0`) `rows_total` is the count so far.
 
-Files: `exports/<id>.csv.part` while it runs, renamed `exports/<id>.csv` once
-COMPLETED (by the run, or by the first download if the run died in between).
+Files (see outfile): `exports/<id>.csv.part` while it runs, renamed
+`exports/<id>.csv` once COMPLETED (by the run, or by the first download if the
+run died in between); in object storage, a multipart upload checkpointed at part
+boundaries (the rows after the last part are written again by the next run).
 """
 
 import csv
 import io
 import logging
-import os
 import time
 
 import orjson
@@ -30,15 +31,8 @@ from app.core.models import Task
 from app.core.runner import Job, register
 from app.core.states import Outcome
 from app.core.store import Step, Store
+from app.kinds.exports import expiry, outfile
 from app.kinds.exports import plan as export_plan
-from app.kinds.exports.outfile import (
-    EXPORTS,
-    PartFile,
-    discard_files,
-    final_path,
-    finalize,
-    part_path,
-)
 from app.kinds.exports.reader import CHUNK, Reader, Source
 
 log = logging.getLogger(__name__)
@@ -73,11 +67,11 @@ class ExportJob(Job):
 
     def __init__(self, store: Store, task, config: dict):
         super().__init__(store, task, config)
-        self.file: PartFile | None = None
+        self.file = None
 
     def _prepare(self) -> None:
         """Load the plan made at creation (in steps(): a failure here fails the task)."""
-        options = orjson.loads(self.task.options)
+        self.options = options = orjson.loads(self.task.options)
         snap = options["snapshot"]
         self.header = orjson.loads(self.task.header or "[]")
         self.filtered = options.get("column") is not None
@@ -99,7 +93,7 @@ class ExportJob(Job):
     def steps(self):
         task = self.task
         self._prepare()
-        self.file = PartFile(part_path(self.config["DATA_DIR"], task.id), task.bytes_done)
+        self.file = outfile.open_file(self.config, task)
         cursor, written, total = task.cursor or 0, task.last_row, task.rows_total
         if task.bytes_done == 0:
             if self.filtered:
@@ -156,7 +150,7 @@ class ExportJob(Job):
         if rate:  # keep checkpoints frequent when throttled: about 20 a second
             batch_rows = max(1, min(batch_rows, int(rate / 20)))
         seconds = self.config["IMPORT_BATCH_SECONDS"]
-        done = False
+        done, saved = False, written  # saved: rows the committed checkpoint holds
         while not done:
             started, rows, buf = time.monotonic(), 0, io.StringIO()
             out = csv.writer(buf)
@@ -174,33 +168,39 @@ class ExportJob(Job):
             if gone:
                 raise ExportFailed(f"source import {gone[0]} was terminated ({gone[1]})")
             self.file.write(buf.getvalue().encode())
-            size = self.file.sync()
             written += rows
-            yield Step(
-                checkpoint={"cursor": cursor, "bytes_done": size, "last_row": written},
-                rows=rows,
-                done=done,
-            )
+            # The file says what is durable now: all of it (a file), or up to the last
+            # part uploaded (object storage): only that is checkpointed and counted.
+            checkpoint = self.file.sync({"cursor": cursor, "last_row": written}, done)
+            if "storage" in checkpoint:
+                self.options["storage"] = checkpoint.pop("storage")
+                checkpoint["options"] = orjson.dumps(self.options).decode()
+            now_saved = checkpoint.get("last_row", saved)
+            yield Step(checkpoint=checkpoint, rows=now_saved - saved, done=done)
+            saved = now_saved
 
     def finished(self, outcome: Outcome) -> None:
-        data_dir, task_id = self.config["DATA_DIR"], self.task.id
+        task_id = self.task.id
         if self.file is not None:
-            if outcome == Outcome.PAUSED:
+            now = self.store.get(task_id) if outcome != Outcome.COMPLETED else None
+            if outcome == Outcome.PAUSED and now is not None:
                 # A pause drops the batch in hand (store.commit): cut what it wrote,
                 # so a paused export's file ends at its checkpoint. Read after the
                 # pause committed; the file is still locked by this run.
-                now = self.store.get(task_id)
-                if now is not None:
-                    self.file.cut(now.bytes_done)
+                self.file.cut(now.bytes_done)
+            if outcome != Outcome.COMPLETED:
+                # An object upload this run began that no checkpoint lists (it was
+                # taken over before its first part committed) goes now.
+                self.file.abandon(outfile.state(now) if now is not None else None)
             self.file.close()
         if outcome == Outcome.COMPLETED:
-            finalize(data_dir, task_id)
+            outfile.finalize(self.config, self.store.get(task_id))
         elif outcome == Outcome.LOST:
             # Terminated while it ran: its rollback may have removed the files before
             # this run created its .part; remove what this run left.
             now = self.store.get(task_id)
             if now is not None and now.status in export_plan.GONE:
-                discard_files(data_dir, task_id)
+                outfile.discard_files(self.config, now)
 
     @classmethod
     def present(cls, task, shown: dict, config: dict) -> dict:
@@ -212,7 +212,9 @@ class ExportJob(Job):
         eta, rate = None, shown["rows_per_second"]
         if rate and rows_total is not None:
             eta = max(rows_total - task.rows_imported, 0) / rate
-        options = {k: v for k, v in (shown["options"] or {}).items() if k != "snapshot"}
+        # Not the frozen sources nor the storage's checkpoint: the request's filters.
+        hidden = ("snapshot", "storage")
+        options = {k: v for k, v in (shown["options"] or {}).items() if k not in hidden}
         return {
             **shown,
             "filename": f"export-{task.id}.csv",
@@ -222,59 +224,23 @@ class ExportJob(Job):
             "eta_seconds": eta,
             "options": options,
             "rows_total": rows_total,
-            "expires_at": iso(expiry(task, config)),
+            "expires_at": iso(expiry.expiry(task, config)),
         }
 
     @classmethod
     def discard(cls, task, config: dict) -> None:
-        discard_files(config["DATA_DIR"], task.id)
+        outfile.discard_files(config, task)
 
     @classmethod
     def sweep(cls, store: Store, config: dict) -> None:
-        """Remove the files of exports that finished EXPORT_TTL_HOURS ago (on the
-        database's clock); the task stays COMPLETED and a download is a 410."""
-        ttl_s = config["EXPORT_TTL_HOURS"] * 3600
-        for task_id in expired(store, stored_ids(config["DATA_DIR"]), ttl_s):
-            discard_files(config["DATA_DIR"], task_id)
-            log.info("export %s expired: file removed", task_id)
-
-
-def stored_ids(data_dir: str) -> list[int]:
-    """The ids of the exports with a file on disk: the sweep's work is what is there."""
-    ids = set()
-    for name in os.listdir(os.path.join(data_dir, EXPORTS)):
-        head = name.split(".", 1)[0]
-        if head.isdigit():
-            ids.add(int(head))
-    return sorted(ids)
-
-
-def expired(store: Store, ids: list[int], ttl_s: float) -> list[int]:
-    """Those of `ids` that are COMPLETED exports finished more than `ttl_s` ago."""
-    out = []
-    with store.reader.connect() as conn:
-        for i in range(0, len(ids), CHUNK):
-            stmt = select(T.c.id).where(
-                T.c.id.in_(ids[i : i + CHUNK]),
-                T.c.kind == "export",
-                T.c.status == S.COMPLETED,
-                T.c.finished_at < store.now - ttl_s,
-            )
-            out += conn.execute(stmt).scalars().all()
-    return out
+        """Finished exports past EXPORT_TTL_HOURS lose their file (a download is a 410)."""
+        expiry.sweep(store, config)
 
 
 def _csv_text(rows) -> bytes:
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
     return buf.getvalue().encode()
-
-
-def download_path(data_dir: str, task) -> str | None:
-    """The finished file of a COMPLETED export, or None if it is missing."""
-    finalize(data_dir, task.id)
-    path = final_path(data_dir, task.id)
-    return path if os.path.exists(path) else None
 
 
 def create(
@@ -299,10 +265,3 @@ def create(
         rows_total=plan.rows_total,
         client=client,
     )
-
-
-def expiry(task, config: dict) -> float | None:
-    """When a COMPLETED export's file goes (EXPORT_TTL_HOURS after it finished)."""
-    if task.status != S.COMPLETED or task.finished_at is None:
-        return None
-    return task.finished_at + config["EXPORT_TTL_HOURS"] * 3600

@@ -1,9 +1,9 @@
-"""The import kind: a CSV upload streamed into csv_entries from its byte offset."""
-
-import os
+"""The import kind: a CSV upload (or a source object) streamed into csv_entries from its
+byte offset."""
 
 import orjson
 
+from app.core import storage
 from app.core.models import CsvEntry, TaskError
 from app.core.runner import Job, register
 from app.core.states import Outcome
@@ -28,7 +28,7 @@ def read_from_checkpoint(task, config: dict, copy_task_id: int | None = None):
     if rate:  # keep checkpoints frequent when throttled: about 20 a second
         batch_rows = max(1, min(batch_rows, int(rate / 20)))
     return importer.read_batches_in_child(
-        path=task.upload_path,
+        location=task.upload_path,
         options=csv_options(task, config),
         columns=len(orjson.loads(task.header)),
         offset=task.bytes_done,
@@ -41,12 +41,10 @@ def read_from_checkpoint(task, config: dict, copy_task_id: int | None = None):
     )
 
 
-def _remove(path: str | None) -> None:
-    if path:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+def _remove(task) -> None:
+    """Remove the task's upload, unless it is a source object the service did not create."""
+    if not orjson.loads(task.options or "{}").get("source"):
+        storage.delete(task.upload_path)
 
 
 @register
@@ -72,8 +70,8 @@ class ImportJob(Job):
 
     def finished(self, outcome: Outcome) -> None:
         if outcome == Outcome.COMPLETED:
-            _remove(self.task.upload_path)
+            _remove(self.task)
 
     @classmethod
     def discard(cls, task, config: dict) -> None:
-        _remove(task.upload_path)
+        _remove(task)

@@ -132,10 +132,14 @@ class _Lines:
             return raw.decode(self.encoding, errors="replace")
 
 
-def inspect(path: str, options: CsvOptions) -> Layout:
-    """Check the first 64 KB and the header; raise UploadRejected if unusable."""
+def inspect(source, options: CsvOptions) -> Layout:
+    """Check the first 64 KB and the header; raise UploadRejected if unusable.
+
+    `source` is a storage location or a binary file-like at the file's start.
+    """
     encoding = check_encoding(options.encoding)
-    with open(path, "rb") as f:
+    opened = isinstance(source, (str, os.PathLike))
+    with _open(source, 0) if opened else contextlib.nullcontext(source) as f:
         head = f.read(SNIFF_BYTES)
         complete = len(head) < SNIFF_BYTES or not f.read(1)
     if not head:
@@ -187,7 +191,7 @@ def _looks_wide(head: bytes) -> bool:
 
 
 def read_batches(
-    path: str,
+    location: str,
     options: CsvOptions,
     columns: int,
     offset: int,
@@ -219,8 +223,7 @@ def read_batches(
     as_copy = copy_task_id is not None
     copy_head = functools.partial(COPY_ROW.pack, 3, 4, copy_task_id or 0, 8)
     monotonic = time.monotonic
-    with open(path, "rb") as raw:
-        raw.seek(offset)
+    with _open(location, offset) as raw:
         # str(line, encoding, errors) per line, all in C (a partial with keywords
         # costs a third more here).
         lines = map(str, iter(raw.readline, b""), repeat(encoding), repeat("surrogateescape"))
@@ -266,7 +269,7 @@ def read_batches(
                 if error_budget is not None and len(bad) > error_budget:
                     break  # past max_errors: this checkpoint fails the task
             offset = raw.tell()  # exact: the reader has asked for whole lines only
-            chunk = os.pread(raw.fileno(), offset - start, start)
+            chunk = raw.pread(offset - start, start)
             if b"\0" in chunk:  # rare: read this batch again line by line
                 rows, bad = _reparse(chunk, options, encoding, columns, last_row, first_line)
                 if as_copy:
@@ -286,6 +289,14 @@ def read_batches(
                 return
 
 
+def _open(location: str, offset: int):
+    """The file or object at `location`, read from byte `offset` (app.core.storage):
+    a seek on disk, a ranged GET in object storage; `pread` reads passed bytes again."""
+    from app.core.storage import open_range
+
+    return open_range(location, offset)
+
+
 def _skip_open_quote(raw, lines, start: int, record_line: int) -> int:
     """After a field over the limit: if it is a quoted field still open, consume
     the lines up to its closing quote (they belong to the same bad record).
@@ -293,7 +304,7 @@ def _skip_open_quote(raw, lines, start: int, record_line: int) -> int:
     Returns the number of lines consumed. `record_line` is the record's first
     line counted from the batch start at byte `start`.
     """
-    so_far = os.pread(raw.fileno(), raw.tell() - start, start).split(b"\n")
+    so_far = raw.pread(raw.tell() - start, start).split(b"\n")
     quotes = sum(part.count(b'"') for part in so_far[record_line:])
     consumed = 0
     while quotes % 2:
@@ -405,5 +416,16 @@ def die_with_parent() -> None:
         pass
 
 
+def _bare_app_package() -> None:
+    """Make `app.*` importable in the child without running app/__init__.py, which
+    imports Flask and Celery (1.5 s); the child needs only app.core.storage."""
+    import types
+
+    package = types.ModuleType("app")  # app/kinds/imports/parser.py -> app/
+    package.__path__ = [os.path.dirname(os.path.dirname(os.path.dirname(__file__)))]
+    sys.modules.setdefault("app", package)
+
+
 if __name__ == "__main__":
+    _bare_app_package()
     _serve(json.loads(sys.argv[1]), sys.stdout.buffer)

@@ -1,0 +1,295 @@
+"""Uploads and exports as objects in S3-compatible storage (STORAGE_URL=s3://bucket/prefix).
+
+Keys: `<prefix>/uploads/<uuid>.csv` (streamed in as a multipart upload, nothing
+kept locally but the part in hand) and `<prefix>/exports/<id>.csv` (a multipart
+upload whose parts are listed in the task's checkpoint; one object once finished).
+Objects elsewhere in the bucket are only ever read (source imports).
+"""
+
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+
+from app.core.storage.base import SNIFF_BYTES, Download, ObjectMissing, Storage, StorageError
+from app.core.storage.s3client import call, client, error_code, open_object, split
+
+log = logging.getLogger(__name__)
+
+PART_BYTES = 8 << 20  # S3 wants parts of at least 5 MiB (but the last)
+
+__all__ = ["S3Storage", "delete_object", "open_object"]
+
+
+def delete_object(location: str) -> None:
+    bucket, key = split(location)
+    call(location, client().delete_object, Bucket=bucket, Key=key)
+
+
+class _Parts:
+    """A multipart upload being filled: parts of at least `part_bytes` as the buffer fills."""
+
+    def __init__(self, location: str, part_bytes: int, upload_id=None, parts=()):
+        self.location, self.part_bytes = location, part_bytes
+        self.bucket, self.key = split(location)
+        self.upload_id = upload_id
+        self.parts = [list(p) for p in parts]  # [number, etag, size]
+        self.buf = bytearray()
+        # Going on with an upload a lost run may still write to: it sends at most
+        # one part past the checkpoint (its next commit is refused), numbered one
+        # past the last listed. Skip that number; numbers need only ascend.
+        self.next = self.parts[-1][0] + 2 if self.parts else 1
+
+    def put_part(self) -> None:
+        """Send the buffer as the next part (starting the upload if need be)."""
+        if self.upload_id is None:
+            self.upload_id = call(
+                self.location,
+                client().create_multipart_upload,
+                Bucket=self.bucket,
+                Key=self.key,
+                ContentType="text/csv",
+            )["UploadId"]
+        number = self.next
+        answer = call(
+            self.location,
+            client().upload_part,
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=bytes(self.buf),
+        )
+        self.parts.append([number, answer["ETag"], len(self.buf)])
+        self.next = number + 1
+        self.buf = bytearray()
+
+    def finish(self) -> None:
+        """Make the object: the buffer as the last part, or as the whole object."""
+        if self.upload_id is None:
+            call(
+                self.location,
+                client().put_object,
+                Bucket=self.bucket,
+                Key=self.key,
+                Body=bytes(self.buf),
+                ContentType="text/csv",
+            )
+            self.buf = bytearray()
+            return
+        if self.buf or not self.parts:
+            self.put_part()
+        complete(self.location, self.upload_id, self.parts)
+
+    def abort(self) -> None:
+        if self.upload_id is not None:
+            abort(self.location, self.upload_id)
+
+
+def complete(location: str, upload_id: str, parts: list) -> None:
+    """Complete a multipart upload; done already (the object is there) is no error."""
+    bucket, key = split(location)
+    listed = [{"PartNumber": n, "ETag": etag} for n, etag, _size in parts]
+    try:
+        call(
+            location,
+            client().complete_multipart_upload,
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": listed},
+        )
+    except StorageError as exc:
+        if error_code(exc.__cause__) != "NoSuchUpload":
+            raise
+        # Completed by the other party (the run, or a download after its crash),
+        # perhaps a moment ago: the object shows once its completion is done.
+        for attempt in range(20):
+            try:
+                call(location, client().head_object, Bucket=bucket, Key=key)
+                return
+            except ObjectMissing:
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
+
+
+def abort(location: str, upload_id: str) -> None:
+    bucket, key = split(location)
+    try:
+        call(
+            location,
+            client().abort_multipart_upload,
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+        )
+    except StorageError as exc:
+        if error_code(exc.__cause__) != "NoSuchUpload":
+            raise
+
+
+class S3Upload:
+    """An upload streaming into a new object; commit completes it, abort leaves nothing."""
+
+    def __init__(self, location: str, part_bytes: int):
+        self.parts = _Parts(location, part_bytes)
+        self.head, self.size, self.done = b"", 0, False
+
+    def write(self, data) -> int:
+        if len(self.head) <= SNIFF_BYTES:
+            self.head += bytes(data[: SNIFF_BYTES + 1 - len(self.head)])
+        self.parts.buf += data
+        self.size += len(data)
+        if len(self.parts.buf) >= self.parts.part_bytes:
+            self.parts.put_part()
+        return len(data)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return 0  # the multipart parser rewinds; the object is read back by location
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        pass
+
+    def commit(self) -> tuple[str, int]:
+        self.done = True
+        try:
+            self.parts.finish()
+        except StorageError:
+            self.parts.abort()
+            raise
+        return self.parts.location, self.size
+
+    def abort(self) -> None:
+        if not self.done:
+            self.done = True
+            self.parts.buf = bytearray()
+            try:
+                self.parts.abort()
+            except StorageError:  # the sweep aborts it later
+                log.warning("could not abort upload %s", self.parts.location, exc_info=True)
+
+
+class S3ExportFile:
+    """An export's multipart upload, checkpointed at part boundaries.
+
+    The rows after the last part are buffered here (one part at most, and a batch)
+    and written again by the next run if this one stops before they form a part.
+    """
+
+    def __init__(self, location: str, part_bytes: int, state: dict | None, offset: int):
+        state = state or {}
+        self.parts = _Parts(location, part_bytes, state.get("upload_id"), state.get("parts", ()))
+        if sum(p[2] for p in self.parts.parts) != offset:
+            from app.core.storage.local import FileLost
+
+            raise FileLost(f"{location}: parts in the checkpoint do not add up to {offset} bytes")
+        self.offset = offset
+
+    def write(self, data: bytes) -> None:
+        self.parts.buf += data
+
+    def sync(self, mark: dict, done: bool = False) -> dict:
+        """The checkpoint to commit now: `mark` at a part boundary, else nothing new."""
+        size = len(self.parts.buf)
+        if done:
+            if self.parts.upload_id is None:
+                self.parts.finish()  # small: one object, written whole
+            elif size or not self.parts.parts:
+                self.parts.put_part()  # the last part may be small; completed once COMPLETED
+        elif size >= self.parts.part_bytes:
+            self.parts.put_part()
+        else:
+            return {}
+        self.offset += size
+        state = {"upload_id": self.parts.upload_id, "parts": self.parts.parts}
+        return {**mark, "bytes_done": self.offset, "storage": state}
+
+    def cut(self, offset: int) -> None:
+        self.parts.buf = bytearray()
+
+    def abandon(self, committed: dict | None) -> None:
+        """Abort the upload if this run began it and no checkpoint lists it."""
+        if self.parts.upload_id and self.parts.upload_id != (committed or {}).get("upload_id"):
+            try:
+                self.parts.abort()
+            except StorageError:  # the sweep aborts it later
+                log.warning("could not abort %s", self.parts.location, exc_info=True)
+
+    def close(self) -> None:
+        self.parts.buf = bytearray()
+
+
+class S3Storage(Storage):
+    def __init__(self, url: str, data_dir: str, part_bytes: int | None = None):
+        import boto3  # noqa: F401  (at start-up, so a first upload does not pay for it)
+
+        self.bucket, prefix = split(url)
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.part_bytes = part_bytes or PART_BYTES
+
+    def location(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{name}"
+
+    def new_upload(self) -> S3Upload:
+        return S3Upload(self.location(f"uploads/{uuid.uuid4().hex}.csv"), self.part_bytes)
+
+    def read_source(self, location: str) -> tuple[int, bytes]:
+        bucket, key = split(location)
+        if bucket != self.bucket:
+            raise StorageError(
+                f"{location} is not in this service's bucket {self.bucket!r} (STORAGE_URL)"
+            )
+        if key.startswith((f"{self.prefix}uploads/", f"{self.prefix}exports/")):
+            raise StorageError(f"{location} is one of the service's own files: import another")
+        head = call(location, client().head_object, Bucket=bucket, Key=key)
+        size = head["ContentLength"]
+        if size == 0:
+            return 0, b""
+        with open_object(location, 0) as f:
+            return size, f.read(SNIFF_BYTES + 1)
+
+    def export_location(self, task_id: int) -> str:
+        return self.location(f"exports/{int(task_id)}.csv")
+
+    def export_file(self, task_id: int, state: dict | None, offset: int) -> S3ExportFile:
+        return S3ExportFile(self.export_location(task_id), self.part_bytes, state, offset)
+
+    def finish_export(self, task_id: int, state: dict | None) -> None:
+        if state and state.get("upload_id"):
+            complete(self.export_location(task_id), state["upload_id"], state["parts"])
+
+    def discard_export(self, task_id: int, state: dict | None) -> None:
+        location = self.export_location(task_id)
+        _, key = split(location)
+        delete_object(location)
+        found = call(location, client().list_multipart_uploads, Bucket=self.bucket, Prefix=key).get(
+            "Uploads", []
+        )
+        for upload in found:
+            if upload["Key"] == key:
+                abort(location, upload["UploadId"])
+
+    def open_export(self, task_id: int) -> Download | None:
+        location = self.export_location(task_id)
+        try:
+            stream = open_object(location, 0)
+        except StorageError:
+            return None
+        return Download(stream=stream, size=stream.raw.size)
+
+    def stored_exports(self) -> list[int]:
+        from app.core.storage.s3orphans import stored_exports
+
+        return stored_exports(self)
+
+    def remove_orphans(self, max_age, needed, export_held) -> list[str]:
+        """Upload objects no task needs (untouched for 10 x `max_age`); incomplete
+        uploads no request is filling (no part for 10 x `max_age`); incomplete
+        exports idle for `max_age` that no export holds (see control.export_holds)."""
+        from app.core.storage.s3orphans import remove_orphans
+
+        return remove_orphans(self, max_age, needed, export_held, datetime.now(UTC))
