@@ -480,3 +480,18 @@ def test_part_file_is_cut_back_and_a_stale_holder_cannot_touch_it(tmp_path):
     third.close()
     assert Path(path).read_bytes() == b"a,b\r\n3,4\r\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1.csv.part"]
+
+
+def test_an_export_with_nothing_to_read_completes_empty(app, client):
+    """No import yet: the export has no source at all, and still completes (it used to
+    fail on an IndexError)."""
+    from tests.test_lifecycle_inprocess import start_run
+
+    response = client.post("/exports", json={})
+    assert response.status_code == 202, response.get_json()
+    tid = response.get_json()["id"]
+    start_run(app, tid).join()
+    done = client.get(f"/tasks/{tid}").get_json()
+    assert (done["status"], done["rows_imported"], done["error"]) == ("COMPLETED", 0, None)
+    with client.get(f"/tasks/{tid}/download") as download:
+        assert download.status_code == 200 and download.get_data() == b""

@@ -155,6 +155,9 @@ class ExportJob(Job):
             started, rows, buf = time.monotonic(), 0, io.StringIO()
             out = csv.writer(buf)
             while True:
+                if cursor >= self.end:  # nothing left to read (an export of no rows at all)
+                    done = True
+                    break
                 src, page, cursor = self.reader.page(cursor, batch_rows)
                 kept = self._kept(src, page)
                 out.writerows(kept)
