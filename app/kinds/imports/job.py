@@ -52,6 +52,9 @@ class ImportJob(Job):
             copy_task_id=task.id if self.store.dialect == "postgresql" else None,
         )
         for b in batches:
+            if b is None:  # no batch yet: the runner looks at the task meanwhile
+                yield None
+                continue
             yield Step(
                 checkpoint={
                     "last_row": b.last_row,

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
@@ -341,42 +342,82 @@ def _row_errors(bad: list, chunk: bytes, first_line: int, lines_before: int, enc
 # -- the reader as a child process: parsing on one core, writing on the other --
 
 
+FRAME = struct.Struct("!Q")  # each message from the child: its length, then its pickle
+
+
 def _serve(args: dict, out) -> None:
-    """Write each batch to `out` as a pickled tuple; ('error', message) on failure."""
+    """Write each batch to `out` as a framed pickled tuple; ('error', message) on failure."""
+
+    def send(item) -> None:
+        data = pickle.dumps(item, 5)
+        out.write(FRAME.pack(len(data)))
+        out.write(data)
+
     try:
         options = CsvOptions(**args.pop("options"))
         for b in read_batches(options=options, **args):
             errors = [(e.row_number, e.line_number, e.raw, e.reason) for e in b.errors]
-            pickle.dump(
-                ("batch", b.rows, b.count, errors, b.offset, b.last_row, b.line_number, b.done),
-                out,
-                5,
-            )
+            send(("batch", b.rows, b.count, errors, b.offset, b.last_row, b.line_number, b.done))
+            out.flush()
     except Exception as exc:  # reported to the worker, which fails the task with it
-        pickle.dump(("error", f"{type(exc).__name__}: {exc}"), out, 5)
+        send(("error", f"{type(exc).__name__}: {exc}"))
     out.flush()
 
 
-def read_batches_in_child(options: CsvOptions, **args) -> Iterator[Batch]:
+class _Frames:
+    """Messages from the child's pipe, each within `tick` seconds or None meanwhile."""
+
+    def __init__(self, fd: int, tick: float):
+        self.fd, self.tick, self.buf = fd, tick, bytearray()
+
+    def next(self):
+        """The next message, None if none is complete within a tick; EOFError at the end."""
+        deadline = time.monotonic() + self.tick
+        while True:
+            if len(self.buf) >= FRAME.size:
+                end = FRAME.size + FRAME.unpack_from(self.buf)[0]
+                if len(self.buf) >= end:
+                    with memoryview(self.buf) as view, view[FRAME.size : end] as frame:
+                        item = pickle.loads(frame)
+                    del self.buf[:end]  # after the views are released: a bytearray
+                    # with a view on it cannot shrink
+                    return item
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return None
+            data = os.read(self.fd, PIPE_BYTES)
+            if not data:
+                raise EOFError
+            self.buf += data
+
+
+def read_batches_in_child(options: CsvOptions, tick: float = 0.01, **args) -> Iterator:
     """read_batches, run by a child process that dies with its parent.
 
     Python parses CSV on one core; the database writes on the other. Threads
-    would share one GIL, a child does not.
+    would share one GIL, a child does not. Yields None whenever no batch came
+    within `tick` seconds (the child starting, or parsing), so that the caller
+    can look at its task meanwhile: a pause never waits for the reader.
     """
-    spec = json.dumps({**args, "options": asdict(options)})
-    proc = subprocess.Popen(
-        [sys.executable, __file__, spec], stdout=subprocess.PIPE, preexec_fn=die_with_parent
-    )
+    spec = json.dumps({**args, "options": asdict(options), "parent": os.getpid()})
+    # No preexec_fn: without one, subprocess starts the child with vfork, a few ms
+    # even from a large worker; a fork copies the worker's page tables first (about
+    # 100 ms on a busy machine, a pause's wait). The child ties its life to ours.
+    proc = subprocess.Popen([sys.executable, __file__, spec], stdout=subprocess.PIPE)
     try:
         # Room for a whole batch or two in the pipe: the reader parses the next
         # batch while this process waits on the database (64 KB would hold it back).
         with contextlib.suppress(OSError):
             fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        frames = _Frames(proc.stdout.fileno(), tick)
         while True:
             try:
-                item = pickle.load(proc.stdout)
+                item = frames.next()
             except EOFError:
                 raise RuntimeError(f"CSV reader exited with code {proc.wait()}") from None
+            if item is None:
+                yield None
+                continue
             if item[0] == "error":
                 raise RuntimeError(item[1])
             _, rows, count, errors, offset, last_row, line_number, done = item
@@ -391,7 +432,7 @@ def read_batches_in_child(options: CsvOptions, **args) -> Iterator[Batch]:
 
 
 def die_with_parent() -> None:
-    """In a child before exec (Linux): SIGTERM it when its parent dies, even by SIGKILL."""
+    """In a child (Linux): SIGTERM it when its parent dies, even by SIGKILL."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
@@ -399,4 +440,8 @@ def die_with_parent() -> None:
 
 
 if __name__ == "__main__":
-    _serve(json.loads(sys.argv[1]), sys.stdout.buffer)
+    spec = json.loads(sys.argv[1])
+    die_with_parent()
+    if os.getppid() != spec.pop("parent"):
+        sys.exit(1)  # the parent died before the line above: no signal will come
+    _serve(spec, sys.stdout.buffer)
