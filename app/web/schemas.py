@@ -67,7 +67,10 @@ class TaskSchema(ma.Schema):
     options = fields.Dict(
         required=True,
         allow_none=True,
-        metadata={"description": "import options (has_header, delimiter, encoding) or filters"},
+        metadata={
+            "description": "an import's options (has_header, delimiter, encoding); "
+            "an export's filters and raw"
+        },
     )
     rows_total = fields.Integer(
         required=True,

@@ -59,6 +59,15 @@ class ExportRequestSchema(ma.Schema):
         metadata={"description": f"last date kept (inclusive): {_DATE}"},
     )
 
+    raw = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "write cells exactly as imported; by default a cell starting "
+            "with =, +, -, @, tab or CR (a plain number excepted) gets a leading ' so "
+            "that spreadsheets show it as text"
+        },
+    )
+
     @ma.validates_schema
     def _range(self, data, **_):
         start, end = data.get("start"), data.get("end")
@@ -94,7 +103,7 @@ def create_export(args):
     db.session.rollback()  # the store reads and writes in its own transactions
     try:
         task_id = exports.create(
-            store(), args["task_id"], args["column"], args["start"], args["end"]
+            store(), args["task_id"], args["column"], args["start"], args["end"], args["raw"]
         )
     except PlanError as exc:
         raise ApiError(exc.code, exc.message, exc.status) from None

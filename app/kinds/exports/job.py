@@ -28,6 +28,7 @@ from app.core.models import Task
 from app.core.runner import Job, register
 from app.core.store import COMPLETED, LOST, PAUSED, Step, Store
 from app.kinds.exports import plan as export_plan
+from app.kinds.exports.formulas import risky, safe_row
 from app.kinds.exports.outfile import PartFile, discard_files, final_path, finalize, part_path
 from app.kinds.exports.reader import CHUNK, Reader, Source
 
@@ -64,6 +65,7 @@ class ExportJob(Job):
             raise ExportFailed("planned over csv_entries.id, which no longer exists: export again")
         self.header = orjson.loads(self.task.header or "[]")
         self.filtered = options.get("column") is not None
+        self.raw = options.get("raw", False)  # else formula-leading cells are escaped
         self.match = export_plan.DateRange(options.get("from"), options.get("to"))
         specs = snap["sources"]
         names = self._source_headers([s["id"] for s in specs])
@@ -91,7 +93,8 @@ class ExportJob(Job):
             if self.filtered:
                 total = yield from self._count(cursor, total or 0)
             cursor, written = 0, 0
-            self.file.write(_csv_text([self.header]) if self.header else b"")
+            header = self.header if self.raw else safe_row(self.header)
+            self.file.write(_csv_text([header]) if header else b"")
         yield from self._write(cursor, written, total if self.filtered else None)
 
     # -- counting ------------------------------------------------------------------
@@ -120,6 +123,8 @@ class ExportJob(Job):
         """The values, in the file's column order, of the page's rows the export keeps."""
         match, loads, arrange = self.match, orjson.loads, src.arrange
         filtered, sql_date = self.filtered, self.reader.sql_date
+        # Formula-safe: one search over the page's text; rows are looked at only on a hit.
+        check = not self.raw and risky("\n".join([data for data, _day in page]))
         out = []
         for data, day in page:
             if sql_date and not match(day):
@@ -127,6 +132,8 @@ class ExportJob(Job):
             vals = loads(data)
             if filtered and not sql_date and not match(vals[src.date]):
                 continue
+            if check and risky(data):
+                vals = safe_row(vals)
             out.append(vals if arrange is None else arrange(vals))
         return out
 
@@ -206,13 +213,15 @@ def download_path(data_dir: str, task) -> str | None:
     return path if os.path.exists(path) else None
 
 
-def create(store: Store, task_id: int | None, column: str | None, start, end) -> int:
+def create(
+    store: Store, task_id: int | None, column: str | None, start, end, raw: bool = False
+) -> int:
     """Check an export request, freeze its sources and create its QUEUED task.
 
     Raises export_plan.PlanError for a request to refuse.
     """
     with store.reader.connect() as conn:
-        plan = export_plan.make_plan(conn, task_id, column, start, end)
+        plan = export_plan.make_plan(conn, task_id, column, start, end, raw)
     return store.create_task(
         kind="export",
         header=orjson.dumps(plan.header).decode(),

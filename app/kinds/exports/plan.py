@@ -79,7 +79,7 @@ class Plan:
     rows_total: int | None  # known at once without a date filter; else counted first
 
 
-def make_plan(conn, task_id: int | None, column: str | None, start, end) -> Plan:
+def make_plan(conn, task_id: int | None, column: str | None, start, end, raw: bool = False) -> Plan:
     """Check the request and freeze its sources: each import's last committed row."""
     if task_id is not None:
         tasks = conn.execute(select(T).where(T.c.id == task_id)).all()
@@ -110,7 +110,7 @@ def make_plan(conn, task_id: int | None, column: str | None, start, end) -> Plan
             raise PlanError(400, f"column: no import with rows has a column named {column!r}")
         names = ", ".join(orjson.loads(tasks[0].header or "[]"))
         raise PlanError(400, f"column: task {task_id} has no column {column!r} (it has {names})")
-    options = {"task_id": task_id, "column": column, "from": start, "to": end}
+    options = {"task_id": task_id, "column": column, "from": start, "to": end, "raw": raw}
     options["snapshot"] = {"sources": sources}
     total = None if column else sum(t.rows_imported for t in tasks)
     return Plan(header=header, options=options, rows_total=total)
