@@ -199,6 +199,25 @@ def read_batches(
     at the error that uses up `error_budget` (errors allowed from here on) plus one.
     With `copy_task_id`, a batch's rows come as one block ready for PostgreSQL's
     COPY (made here, on the reader's core, rather than by the writer).
+    """
+    csv.field_size_limit(options.max_field_kb * 1024)
+    with open(path, "rb") as raw:
+        raw.seek(offset)
+        batcher = _Batcher(raw, options, columns, last_row, line_number, copy_task_id)
+        while True:
+            batch = batcher.batch(offset, batch_rows, batch_seconds, error_budget)
+            offset = batch.offset
+            if error_budget is not None:
+                error_budget -= len(batch.errors)
+            yield batch
+            if batch.done:
+                return
+
+
+class _Batcher:
+    """Where a read stands between batches: the file, the csv reader over its lines,
+    the last row number given, and the lines consumed outside the reader (the rest
+    of an oversized field).
 
     The hot loop is csv.reader over the file's binary readline, each line
     decoded in C (no Python call per line): undecodable bytes arrive as lone
@@ -207,77 +226,103 @@ def read_batches(
     record boundary. NUL bytes are looked for once per batch in the raw bytes;
     only a batch that has them is read again row by row.
     """
-    encoding = check_encoding(options.encoding)
-    csv.field_size_limit(options.max_field_kb * 1024)
-    dumps, encode_error = orjson.dumps, orjson.JSONEncodeError
-    as_copy = copy_task_id is not None
-    copy_head = functools.partial(COPY_ROW.pack, 3, 4, copy_task_id or 0, 8)
-    monotonic = time.monotonic
-    with open(path, "rb") as raw:
-        raw.seek(offset)
+
+    def __init__(
+        self,
+        raw,
+        options: CsvOptions,
+        columns: int,
+        last_row: int,
+        line_number: int,
+        copy_task_id: int | None,
+    ):
+        self.raw, self.options, self.columns = raw, options, columns
+        self.encoding = check_encoding(options.encoding)
         # str(line, encoding, errors) per line, all in C (a partial with keywords
         # costs a third more here).
-        lines = map(str, iter(raw.readline, b""), repeat(encoding), repeat("surrogateescape"))
-        reader = csv.reader(lines, delimiter=options.delimiter)
-        row_number, lines_before = last_row, line_number - 1
-        skipped = 0  # lines consumed outside the reader (the rest of an oversized field)
-        while True:
-            batch, bad = Batch(), []
-            rows, start, first_line = batch.rows, offset, reader.line_num + skipped
-            deadline = monotonic() + batch_seconds
-            while len(rows) + len(bad) < batch_rows:
-                line = reader.line_num + skipped
-                try:
-                    row = next(reader, None)
-                except csv.Error as exc:
-                    reason = f"malformed CSV: {exc}"
-                    if "field limit" in str(exc):
-                        reason = f"a field is over the {options.max_field_kb} KB limit"
-                        skipped += _skip_open_quote(raw, lines, start, line - first_line)
+        self.lines = map(
+            str, iter(raw.readline, b""), repeat(self.encoding), repeat("surrogateescape")
+        )
+        self.reader = csv.reader(self.lines, delimiter=options.delimiter)
+        self.row_number, self.lines_before, self.skipped = last_row, line_number - 1, 0
+        self.as_copy = copy_task_id is not None
+        self.copy_head = functools.partial(COPY_ROW.pack, 3, 4, copy_task_id or 0, 8)
+
+    def batch(self, start: int, batch_rows: int, seconds: float, budget: int | None) -> Batch:
+        """The next batch, from byte `start` (where the previous one ended)."""
+        first_row, first_line = self.row_number, self.reader.line_num + self.skipped
+        rows, bad, done = self._parse(start, batch_rows, time.monotonic() + seconds, budget)
+        offset = self.raw.tell()  # exact: the reader has asked for whole lines only
+        chunk = os.pread(self.raw.fileno(), offset - start, start)
+        if b"\0" in chunk:  # rare: read this batch again line by line
+            rows, bad = self._reparse(chunk, first_row, first_line)
+        batch = Batch(rows, len(rows), offset=offset, last_row=self.row_number, done=done)
+        batch.line_number = self.lines_before + self.reader.line_num + self.skipped + 1
+        if self.as_copy:
+            batch.rows = b"".join([COPY_HEADER, *rows, COPY_TRAILER])
+        if bad:
+            batch.errors = _row_errors(bad, chunk, first_line, self.lines_before, self.encoding)
+        return batch
+
+    def _parse(self, start: int, batch_rows: int, deadline: float, budget: int | None):
+        """(rows, bad rows, at the end): the hot loop, in one function and in locals
+        (a call or an attribute per row costs)."""
+        reader, columns, as_copy = self.reader, self.columns, self.as_copy
+        dumps, encode_error, monotonic = orjson.dumps, orjson.JSONEncodeError, time.monotonic
+        copy_head, row_number, skipped = self.copy_head, self.row_number, self.skipped
+        first_line = reader.line_num + skipped
+        rows, bad, done = [], [], False
+        while len(rows) + len(bad) < batch_rows:
+            line = reader.line_num + skipped
+            try:
+                row = next(reader, None)
+            except csv.Error as exc:
+                reason, more = self._malformed(exc, start, line - first_line)
+                skipped += more
+            else:
+                if row is None:
+                    done = True
+                    break
+                if not row:
+                    continue  # a blank line
+                if len(row) == columns:
+                    try:
+                        if as_copy:
+                            data = dumps(row)
+                            rows.append(copy_head(row_number + 1, len(data)) + data)
+                        else:
+                            rows.append((row_number + 1, dumps(row).decode()))
+                        row_number += 1
+                        if not row_number & 63 and monotonic() > deadline:
+                            break
+                        continue
+                    except encode_error:
+                        reason = f"row is not valid {self.encoding} text"
                 else:
-                    if row is None:
-                        batch.done = True
-                        break
-                    if not row:
-                        continue  # a blank line
-                    if len(row) == columns:
-                        try:
-                            if as_copy:
-                                data = dumps(row)
-                                rows.append(copy_head(row_number + 1, len(data)) + data)
-                            else:
-                                rows.append((row_number + 1, dumps(row).decode()))
-                            row_number += 1
-                            if not row_number & 63 and monotonic() > deadline:
-                                break
-                            continue
-                        except encode_error:
-                            reason = f"row is not valid {encoding} text"
-                    else:
-                        reason = f"expected {columns} fields, found {len(row)}"
-                row_number += 1
-                bad.append((row_number, line, reader.line_num + skipped, reason))
-                if error_budget is not None and len(bad) > error_budget:
-                    break  # past max_errors: this checkpoint fails the task
-            offset = raw.tell()  # exact: the reader has asked for whole lines only
-            chunk = os.pread(raw.fileno(), offset - start, start)
-            if b"\0" in chunk:  # rare: read this batch again line by line
-                rows, bad = _reparse(chunk, options, encoding, columns, last_row, first_line)
-                if as_copy:
-                    rows = [copy_head(n, len(d)) + d for n, d in ((n, d.encode()) for n, d in rows)]
-            batch.rows, batch.count = rows, len(rows)
-            if as_copy:
-                batch.rows = b"".join([COPY_HEADER, *rows, COPY_TRAILER])
-            if bad:
-                batch.errors = _row_errors(bad, chunk, first_line, lines_before, encoding)
-                if error_budget is not None:
-                    error_budget -= len(bad)
-            last_row = row_number
-            batch.offset, batch.last_row = offset, row_number
-            batch.line_number = lines_before + reader.line_num + skipped + 1
-            yield batch
-            if batch.done:
-                return
+                    reason = f"expected {columns} fields, found {len(row)}"
+            row_number += 1
+            bad.append((row_number, line, reader.line_num + skipped, reason))
+            if budget is not None and len(bad) > budget:
+                break  # past max_errors: this checkpoint fails the task
+        self.row_number, self.skipped = row_number, skipped
+        return rows, bad, done
+
+    def _malformed(self, exc: csv.Error, start: int, record_line: int) -> tuple[str, int]:
+        """(reason, lines consumed past the reader) for a record csv refused."""
+        if "field limit" not in str(exc):
+            return f"malformed CSV: {exc}", 0
+        reason = f"a field is over the {self.options.max_field_kb} KB limit"
+        return reason, _skip_open_quote(self.raw, self.lines, start, record_line)
+
+    def _reparse(self, chunk: bytes, first_row: int, first_line: int):
+        """The batch's rows and bad rows again, from its bytes, NUL bytes found."""
+        rows, bad = _reparse(
+            chunk, self.options, self.encoding, self.columns, first_row, first_line
+        )
+        if self.as_copy:
+            head = self.copy_head
+            rows = [head(n, len(d)) + d for n, d in ((n, d.encode()) for n, d in rows)]
+        return rows, bad
 
 
 def _skip_open_quote(raw, lines, start: int, record_line: int) -> int:
