@@ -131,7 +131,11 @@ class Watch:
         if now < self.next:
             return False
         self.next = now + WATCH_S
-        return self.store.status(self.task_id) != S.PROCESSING
+        try:
+            return self.store.status(self.task_id) != S.PROCESSING
+        except OperationalError:  # a dropped link: ask again later; commits retry
+            log.warning("task %s: could not read its status", self.task_id, exc_info=True)
+            return False
 
 
 def _commit(store: Store, task_id: int, token: str, step: Step) -> str:
