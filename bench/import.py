@@ -397,8 +397,9 @@ def rows_for(
 
     base = rps(base_s)
     note = "; ".join(svc["notes"])
-    # The issue's targets (guidance only, never asserted): 0.7 of the bulk loader.
-    server_target, worker_target = ">= 0.70", ""
+    # Issue 17's targets (guidance only, never asserted): SQLite beats `.import`;
+    # PostgreSQL reaches 0.9 of `psql \copy` into a plain table with no index.
+    server_target, worker_target = (">= 1.00" if label == "sqlite" else ">= 0.90"), ""
     out = [
         Row(f"{label}: {baseline_name} (baseline)", base, base, 1.0, "", "rows/s"),
         Row(
@@ -466,7 +467,7 @@ def rows_for(
                 svc["rollback"],
                 svc["raw_delete"],
                 c.ratio(svc["rollback"], svc["raw_delete"]),
-                "<= 1.5x",
+                "<= 1.0x",
                 "s",
                 f"baseline: raw DELETE of the same rows in the service's table; lower is "
                 f"better; client terminate->REVOKED {_secs(svc['rollback_client'])}{cli}",

@@ -77,6 +77,60 @@ def machine() -> str:
     )
 
 
+# Issue 17's table: (measure, the row of the full table it reads, target, whether a
+# lower ratio is better, the ratio's bound). Rows a run did not make print "not run".
+TARGETS = [
+    ("SQLite import vs sqlite3 .import", "sqlite: service, server created->finished", 1.0),
+    (
+        "PostgreSQL import vs psql \\copy (no index)",
+        "postgres: service, server created->finished",
+        0.9,
+    ),
+    ("SQLite export vs sqlite3 -csv", "sqlite, all rows: service, server created->finished", 0.7),
+    (
+        "PostgreSQL export vs psql \\copy TO",
+        "postgres, all rows: service, server created->finished",
+        0.7,
+    ),
+    ("SQLite pause from the client, p95 (ms)", "sqlite: pause from the client p95", -50.0),
+    ("PostgreSQL pause from the client, p95 (ms)", "postgres: pause from the client p95", -50.0),
+    ("SQLite terminate vs raw DELETE", "sqlite: terminate ", -1.0),
+    ("PostgreSQL terminate vs raw DELETE", "postgres: terminate ", -1.0),
+]
+
+
+def target_table(rows: list[c.Row]) -> list[c.Row]:
+    """Issue 17's measures, each with its target and whether this run met it.
+
+    A positive bound is a ratio to reach (>=); a negative one a bound not to pass
+    (the pause in ms, the terminate's ratio to a DELETE).
+    """
+    out = []
+    for measure, prefix, bound in TARGETS:
+        row = next((r for r in rows if r.name.startswith(prefix)), None)
+        if row is None or row.ratio is None:
+            out.append(c.Row(measure, None, None, None, "", "", "not run"))
+            continue
+        if bound > 0:
+            got, target, met = row.ratio, f">= {bound:.2f}", row.ratio >= bound
+        elif measure.endswith("(ms)"):
+            got, target, met = row.value, f"< {-bound:.0f} ms", row.value < -bound
+        else:
+            got, target, met = row.ratio, f"<= {-bound:.2f}", row.ratio <= -bound
+        out.append(
+            c.Row(
+                measure,
+                got,
+                None,
+                None,
+                target,
+                "",
+                ("met" if met else "NOT met") + f": {row.name}",
+            )
+        )
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     c.add_common_arguments(p)
@@ -134,6 +188,8 @@ def main(argv=None) -> int:
         f"{time.perf_counter() - t0:.0f} s"
     )
     print(c.format_table(rows, markdown=args.markdown))
+    print("\n# Issue 17's targets (ratios against the baselines above, same run)")
+    print(c.format_table(target_table(rows), markdown=args.markdown))
     print(
         "\n# load average (1/5/15 min) as each bench started: "
         + "; ".join(f"{k} {v}" for k, v in loads.items())

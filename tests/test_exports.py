@@ -448,6 +448,7 @@ def test_bad_requests_are_400_and_create_nothing(client, engine, tmp_path):
             "column": None,
             "from": None,
             "to": None,
+            "raw": False,  # formula-safe by default
         }
     ok = client.post("/exports", json={"task_id": imp, "column": "date", "from": "08/01/2017"})
     assert ok.status_code == 202

@@ -43,7 +43,7 @@ def test_pause_resume_and_terminate_with_the_runner_in_process(app, client, engi
     assert_exact(engine, tid, ROWS)
 
     assert client.post(f"/terminate/{tid}").status_code == 202
-    assert runner.rollback(app.extensions["store"], tid)
+    assert runner.rollback(app.extensions["store"], tid, app.config)
     assert task(client, tid)["status"] == "REVOKED"
     assert_exact(engine, tid, 0)
 

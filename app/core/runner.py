@@ -60,6 +60,10 @@ shutdown = ShutdownFlag()
 
 RETRIES = 5
 
+# A step with no rows and no checkpoint: committing it obeys a pause (PAUSED at the
+# checkpoint already committed) or a terminate (LOST), or is a heartbeat.
+OBEY = Step(checkpoint={})
+
 
 class Job:
     """Base class of a kind of task: what it reads, writes, reports and undoes.
@@ -75,7 +79,9 @@ class Job:
     def __init__(self, store: Store, task, config: dict):
         self.store, self.task, self.config = store, task, config
 
-    def steps(self) -> Iterator[Step]:
+    def steps(self) -> Iterator[Step | None]:
+        """The run's steps from the task's checkpoint; None: nothing to commit yet
+        (the runner looks at the task's status meanwhile)."""
         raise NotImplementedError
 
     def finished(self, outcome: Outcome) -> None:
@@ -105,22 +111,52 @@ def register(job: type[Job]) -> type[Job]:
     return job
 
 
+# While a run waits (for its reader's next batch, or in the throttle's sleep) it
+# looks at its task's status this often: a pause or terminate requested meanwhile
+# is obeyed within this, not at the end of the wait.
+WATCH_S = 0.01
+
+
 class Throttle:
     """Keeps a run under `rate` rows per second, waking early on shutdown."""
 
     def __init__(self, rate: float | None):
         self.rate, self.start, self.done = rate, time.monotonic(), 0
 
-    def wait(self, rows: int) -> None:
+    def wait(self, rows: int, interrupt: Callable[[], bool] = lambda: False) -> bool:
+        """Sleep off `rows`; True if `interrupt()` (asked every WATCH_S) cut it short."""
         if not self.rate:
-            return
+            return False
         now = time.monotonic()
         # No credit for time spent without rows (a slow start, a counting pass).
         self.start = max(self.start, now - self.done / self.rate - 0.05)
         self.done += rows
-        delay = self.start + self.done / self.rate - now
-        if delay > 0:
-            shutdown.wait(delay)
+        until = self.start + self.done / self.rate
+        while (left := until - time.monotonic()) > 0:
+            if shutdown.wait(min(left, WATCH_S)):
+                return False
+            if interrupt():
+                return True
+        return False
+
+
+class Watch:
+    """Whether the task left PROCESSING (a pause or terminate was requested), read
+    from the database at most every WATCH_S: a plain read, no lock taken."""
+
+    def __init__(self, store: Store, task_id: int):
+        self.store, self.task_id, self.next = store, task_id, 0.0
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now < self.next:
+            return False
+        self.next = now + WATCH_S
+        try:
+            return self.store.status(self.task_id) != S.PROCESSING
+        except OperationalError:  # a dropped link: ask again later; commits retry
+            log.warning("task %s: could not read its status", self.task_id, exc_info=True)
+            return False
 
 
 def _commit(store: Store, task_id: int, token: str, step: Step) -> Outcome:
@@ -168,8 +204,13 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
     log_batches = config.get("IMPORT_BATCH_LOG")
     outcome = Outcome.LOST
     steps = job.steps()
+    asked = Watch(store, task_id)
     try:
         for step in steps:
+            if step is None:  # nothing to commit yet (the reader is starting, or parsing)
+                if not asked():
+                    continue
+                step = OBEY
             started = time.perf_counter()
             outcome = _commit(store, task_id, token, step)
             metrics.BATCH_COMMIT.observe(time.perf_counter() - started)
@@ -183,7 +224,10 @@ def run(store: Store, task_id: int, config: dict, enqueue: Callable[[int], None]
                 if store.release(task_id, token):
                     enqueue(task_id)
                 break
-            throttle.wait(step.rows + step.errors)
+            if throttle.wait(step.rows + step.errors, asked):
+                outcome = _commit(store, task_id, token, OBEY)
+                if outcome != Outcome.CONTINUE:
+                    break
     except Exception as exc:
         if store.fail(task_id, token, f"{type(exc).__name__}: {exc}"):
             log.exception("task %s failed", task_id)

@@ -70,6 +70,11 @@ class Store:
         with self.read() as conn:
             return queries.get_task(conn, task_id)
 
+    def status(self, task_id: int) -> str | None:
+        """The task's status, or None (a read that takes no lock)."""
+        with self.reader.connect() as conn:
+            return conn.execute(select(T.c.status).where(T.c.id == task_id)).scalar()
+
     # -- creation and user actions -------------------------------------------------
 
     def create_task(self, **values) -> int:

@@ -85,7 +85,10 @@ class BaseTaskSchema(ma.Schema):
     options = fields.Dict(
         required=True,
         allow_none=True,
-        metadata={"description": "import options (has_header, delimiter, encoding) or filters"},
+        metadata={
+            "description": "an import's options (has_header, delimiter, encoding); "
+            "an export's filters and raw"
+        },
     )
     paused_at = _time("when the task was last PAUSED (UTC)")
     requested_at = _time("when the last action was accepted (UTC)")

@@ -63,6 +63,15 @@ class ExportRequestSchema(ma.Schema):
         metadata={"description": f"last date kept (inclusive): {_DATE}"},
     )
 
+    raw = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "write cells exactly as imported; by default a cell starting "
+            "with =, +, -, @, tab or CR (a plain number excepted) gets a leading ' so "
+            "that spreadsheets show it as text"
+        },
+    )
+
     @ma.validates_schema
     def _range(self, data, **_):
         start, end = data.get("start"), data.get("end")
@@ -103,6 +112,7 @@ def create_export(args):
             args["column"],
             args["start"],
             args["end"],
+            args["raw"],
             client=limits.client(),
             max_columns=current_app.config["EXPORT_MAX_COLUMNS"],
         )

@@ -33,6 +33,7 @@ from app.core.states import Outcome
 from app.core.store import Step, Store
 from app.kinds.exports import expiry, outfile
 from app.kinds.exports import plan as export_plan
+from app.kinds.exports.formulas import risky, safe_row
 from app.kinds.exports.reader import CHUNK, Reader, Source
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,12 @@ log = logging.getLogger(__name__)
 T = Task.__table__
 
 COUNT_PAGE = 5_000
+
+# A step (fsync of the file + checkpoint commit) every STEP_PAGES pages of
+# IMPORT_BATCH_SIZE rows or STEP_SECONDS, whichever comes first: a pause does not
+# wait for a step (the runner looks at the task between pages), so steps can be
+# large; an fsync and a commit each 20 ms cost more than the rows they carry.
+STEP_PAGES, STEP_SECONDS = 10, 0.25
 
 
 class ExportFailed(Exception):
@@ -75,6 +82,7 @@ class ExportJob(Job):
         snap = options["snapshot"]
         self.header = orjson.loads(self.task.header or "[]")
         self.filtered = options.get("column") is not None
+        self.raw = options.get("raw", False)  # else formula-leading cells are escaped
         self.match = export_plan.DateRange(options.get("from"), options.get("to"))
         specs = snap["sources"]
         names = self._source_headers([s["id"] for s in specs])
@@ -99,7 +107,8 @@ class ExportJob(Job):
             if self.filtered:
                 total = yield from self._count(cursor, total or 0)
             cursor, written = 0, 0
-            self.file.write(_csv_text([self.header]) if self.header else b"")
+            header = self.header if self.raw else safe_row(self.header)
+            self.file.write(_csv_text([header]) if header else b"")
         yield from self._write(cursor, written, total if self.filtered else None)
 
     # -- counting ------------------------------------------------------------------
@@ -128,6 +137,10 @@ class ExportJob(Job):
         """The values, in the file's column order, of the page's rows the export keeps."""
         match, loads, arrange = self.match, orjson.loads, src.arrange
         filtered, sql_date = self.filtered, self.reader.sql_date
+        # Formula-safe: one search over the page's text; rows are looked at only on a hit.
+        check = not self.raw and risky("\n".join([data for data, _day in page]))
+        if not (filtered or check or arrange):  # every row as it is: no test per row
+            return [loads(data) for data, _day in page]
         out = []
         for data, day in page:
             if sql_date and not match(day):
@@ -135,6 +148,8 @@ class ExportJob(Job):
             vals = loads(data)
             if filtered and not sql_date and not match(vals[src.date]):
                 continue
+            if check and risky(data):
+                vals = safe_row(vals)
             out.append(vals if arrange is None else arrange(vals))
         return out
 
@@ -146,10 +161,11 @@ class ExportJob(Job):
         date-ordered import past the window is not read for nothing.
         """
         batch_rows = self.config["IMPORT_BATCH_SIZE"]
+        step_rows, seconds = batch_rows * STEP_PAGES, STEP_SECONDS
         rate = self.config.get("IMPORT_MAX_ROWS_PER_S")
         if rate:  # keep checkpoints frequent when throttled: about 20 a second
-            batch_rows = max(1, min(batch_rows, int(rate / 20)))
-        seconds = self.config["IMPORT_BATCH_SECONDS"]
+            batch_rows = step_rows = max(1, min(batch_rows, int(rate / 20)))
+            seconds = self.config["IMPORT_BATCH_SECONDS"]
         done, saved = False, written  # saved: rows the committed checkpoint holds
         while not done:
             started, rows, buf = time.monotonic(), 0, io.StringIO()
@@ -163,8 +179,9 @@ class ExportJob(Job):
                 out.writerows(kept)
                 rows += len(kept)
                 done = cursor >= self.end or (counted is not None and written + rows >= counted)
-                if done or rows >= batch_rows or time.monotonic() - started >= seconds:
+                if done or rows >= step_rows or time.monotonic() - started >= seconds:
                     break
+                yield None  # between pages: the runner obeys a pause or terminate now
             # After the reads: a rollback deletes only once its task is TERMINATING,
             # so if no source is now, none of the rows just read was missing.
             gone = self.reader.gone()
@@ -252,6 +269,7 @@ def create(
     column: str | None,
     start,
     end,
+    raw: bool = False,
     client: str | None = None,
     max_columns: int = 2000,
 ) -> int:
@@ -260,7 +278,9 @@ def create(
     Raises export_plan.PlanError for a request to refuse.
     """
     with store.reader.connect() as conn:
-        plan = export_plan.make_plan(conn, task_id, column, start, end, max_columns)
+        plan = export_plan.make_plan(
+            conn, task_id, column, start, end, raw=raw, max_columns=max_columns
+        )
     return store.create_task(
         kind="export",
         header=orjson.dumps(plan.header).decode(),

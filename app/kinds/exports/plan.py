@@ -80,7 +80,13 @@ class Plan:
 
 
 def make_plan(
-    conn, task_id: int | None, column: str | None, start, end, max_columns: int = 2000
+    conn,
+    task_id: int | None,
+    column: str | None,
+    start,
+    end,
+    raw: bool = False,
+    max_columns: int = 2000,
 ) -> Plan:
     """Check the request and freeze its sources: each import's last committed row."""
     if task_id is not None:
@@ -122,7 +128,7 @@ def make_plan(
             raise PlanError(400, f"column: no import with rows has a column named {column!r}")
         names = ", ".join(orjson.loads(tasks[0].header or "[]"))
         raise PlanError(400, f"column: task {task_id} has no column {column!r} (it has {names})")
-    options = {"task_id": task_id, "column": column, "from": start, "to": end}
+    options = {"task_id": task_id, "column": column, "from": start, "to": end, "raw": raw}
     options["snapshot"] = {"sources": sources}
     total = None if column else sum(t.rows_imported for t in tasks)
     return Plan(header=header, options=options, rows_total=total)

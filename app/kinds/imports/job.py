@@ -56,6 +56,9 @@ class ImportJob(Job):
         task = self.task
         copy_task_id = task.id if self.store.dialect == "postgresql" else None
         for b in read_from_checkpoint(task, self.config, copy_task_id):
+            if b is None:  # no batch yet: the runner looks at the task meanwhile
+                yield None
+                continue
             yield Step(
                 checkpoint={
                     "last_row": b.last_row,

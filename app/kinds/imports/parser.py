@@ -15,6 +15,7 @@ import io
 import json
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
@@ -89,14 +90,7 @@ def check_encoding(encoding: str) -> str:
         raise UploadRejected(f"unknown encoding {encoding!r}") from None
     if info.name == "utf-8-sig":
         return "utf-8"  # its BOM is stripped like any UTF-8 BOM
-    try:
-        # A codec of bytes to bytes (base64, zlib, rot13, ...) raises LookupError
-        # here, one that encodes nothing (undefined, idna) UnicodeError.
-        ascii_ok = '\n,;\t|"'.encode(info.name, errors="replace") == b'\n,;\t|"'
-        codecs.getincrementaldecoder(info.name)().decode(b"a,b\n", final=True)
-    except (LookupError, UnicodeError, ValueError, TypeError):
-        ascii_ok = False
-    if not ascii_ok:
+    if '\n,;\t|"'.encode(info.name, errors="replace") != b'\n,;\t|"':
         raise UploadRejected(
             f"encoding {encoding!r} is not supported: use an ASCII-compatible one "
             "such as utf-8, latin-1 or cp1252"
@@ -209,6 +203,24 @@ def read_batches(
     at the error that uses up `error_budget` (errors allowed from here on) plus one.
     With `copy_task_id`, a batch's rows come as one block ready for PostgreSQL's
     COPY (made here, on the reader's core, rather than by the writer).
+    """
+    csv.field_size_limit(options.max_field_kb * 1024)
+    with _open(location, offset) as raw:
+        batcher = _Batcher(raw, options, columns, last_row, line_number, copy_task_id)
+        while True:
+            batch = batcher.batch(offset, batch_rows, batch_seconds, error_budget)
+            offset = batch.offset
+            if error_budget is not None:
+                error_budget -= len(batch.errors)
+            yield batch
+            if batch.done:
+                return
+
+
+class _Batcher:
+    """Where a read stands between batches: the file, the csv reader over its lines,
+    the last row number given, and the lines consumed outside the reader (the rest
+    of an oversized field).
 
     The hot loop is csv.reader over the file's binary readline, each line
     decoded in C (no Python call per line): undecodable bytes arrive as lone
@@ -217,76 +229,103 @@ def read_batches(
     record boundary. NUL bytes are looked for once per batch in the raw bytes;
     only a batch that has them is read again row by row.
     """
-    encoding = check_encoding(options.encoding)
-    csv.field_size_limit(options.max_field_kb * 1024)
-    dumps, encode_error = orjson.dumps, orjson.JSONEncodeError
-    as_copy = copy_task_id is not None
-    copy_head = functools.partial(COPY_ROW.pack, 3, 4, copy_task_id or 0, 8)
-    monotonic = time.monotonic
-    with _open(location, offset) as raw:
+
+    def __init__(
+        self,
+        raw,
+        options: CsvOptions,
+        columns: int,
+        last_row: int,
+        line_number: int,
+        copy_task_id: int | None,
+    ):
+        self.raw, self.options, self.columns = raw, options, columns
+        self.encoding = check_encoding(options.encoding)
         # str(line, encoding, errors) per line, all in C (a partial with keywords
         # costs a third more here).
-        lines = map(str, iter(raw.readline, b""), repeat(encoding), repeat("surrogateescape"))
-        reader = csv.reader(lines, delimiter=options.delimiter)
-        row_number, lines_before = last_row, line_number - 1
-        skipped = 0  # lines consumed outside the reader (the rest of an oversized field)
-        while True:
-            batch, bad = Batch(), []
-            rows, start, first_line = batch.rows, offset, reader.line_num + skipped
-            deadline = monotonic() + batch_seconds
-            while len(rows) + len(bad) < batch_rows:
-                line = reader.line_num + skipped
-                try:
-                    row = next(reader, None)
-                except csv.Error as exc:
-                    reason = f"malformed CSV: {exc}"
-                    if "field limit" in str(exc):
-                        reason = f"a field is over the {options.max_field_kb} KB limit"
-                        skipped += _skip_open_quote(raw, lines, start, line - first_line)
+        self.lines = map(
+            str, iter(raw.readline, b""), repeat(self.encoding), repeat("surrogateescape")
+        )
+        self.reader = csv.reader(self.lines, delimiter=options.delimiter)
+        self.row_number, self.lines_before, self.skipped = last_row, line_number - 1, 0
+        self.as_copy = copy_task_id is not None
+        self.copy_head = functools.partial(COPY_ROW.pack, 3, 4, copy_task_id or 0, 8)
+
+    def batch(self, start: int, batch_rows: int, seconds: float, budget: int | None) -> Batch:
+        """The next batch, from byte `start` (where the previous one ended)."""
+        first_row, first_line = self.row_number, self.reader.line_num + self.skipped
+        rows, bad, done = self._parse(start, batch_rows, time.monotonic() + seconds, budget)
+        offset = self.raw.tell()  # exact: the reader has asked for whole lines only
+        chunk = self.raw.pread(offset - start, start)
+        if b"\0" in chunk:  # rare: read this batch again line by line
+            rows, bad = self._reparse(chunk, first_row, first_line)
+        batch = Batch(rows, len(rows), offset=offset, last_row=self.row_number, done=done)
+        batch.line_number = self.lines_before + self.reader.line_num + self.skipped + 1
+        if self.as_copy:
+            batch.rows = b"".join([COPY_HEADER, *rows, COPY_TRAILER])
+        if bad:
+            batch.errors = _row_errors(bad, chunk, first_line, self.lines_before, self.encoding)
+        return batch
+
+    def _parse(self, start: int, batch_rows: int, deadline: float, budget: int | None):
+        """(rows, bad rows, at the end): the hot loop, in one function and in locals
+        (a call or an attribute per row costs)."""
+        reader, columns, as_copy = self.reader, self.columns, self.as_copy
+        dumps, encode_error, monotonic = orjson.dumps, orjson.JSONEncodeError, time.monotonic
+        copy_head, row_number, skipped = self.copy_head, self.row_number, self.skipped
+        first_line = reader.line_num + skipped
+        rows, bad, done = [], [], False
+        while len(rows) + len(bad) < batch_rows:
+            line = reader.line_num + skipped
+            try:
+                row = next(reader, None)
+            except csv.Error as exc:
+                reason, more = self._malformed(exc, start, line - first_line)
+                skipped += more
+            else:
+                if row is None:
+                    done = True
+                    break
+                if not row:
+                    continue  # a blank line
+                if len(row) == columns:
+                    try:
+                        if as_copy:
+                            data = dumps(row)
+                            rows.append(copy_head(row_number + 1, len(data)) + data)
+                        else:
+                            rows.append((row_number + 1, dumps(row).decode()))
+                        row_number += 1
+                        if not row_number & 63 and monotonic() > deadline:
+                            break
+                        continue
+                    except encode_error:
+                        reason = f"row is not valid {self.encoding} text"
                 else:
-                    if row is None:
-                        batch.done = True
-                        break
-                    if not row:
-                        continue  # a blank line
-                    if len(row) == columns:
-                        try:
-                            if as_copy:
-                                data = dumps(row)
-                                rows.append(copy_head(row_number + 1, len(data)) + data)
-                            else:
-                                rows.append((row_number + 1, dumps(row).decode()))
-                            row_number += 1
-                            if not row_number & 63 and monotonic() > deadline:
-                                break
-                            continue
-                        except encode_error:
-                            reason = f"row is not valid {encoding} text"
-                    else:
-                        reason = f"expected {columns} fields, found {len(row)}"
-                row_number += 1
-                bad.append((row_number, line, reader.line_num + skipped, reason))
-                if error_budget is not None and len(bad) > error_budget:
-                    break  # past max_errors: this checkpoint fails the task
-            offset = raw.tell()  # exact: the reader has asked for whole lines only
-            chunk = raw.pread(offset - start, start)
-            if b"\0" in chunk:  # rare: read this batch again line by line
-                rows, bad = _reparse(chunk, options, encoding, columns, last_row, first_line)
-                if as_copy:
-                    rows = [copy_head(n, len(d)) + d for n, d in ((n, d.encode()) for n, d in rows)]
-            batch.rows, batch.count = rows, len(rows)
-            if as_copy:
-                batch.rows = b"".join([COPY_HEADER, *rows, COPY_TRAILER])
-            if bad:
-                batch.errors = _row_errors(bad, chunk, first_line, lines_before, encoding)
-                if error_budget is not None:
-                    error_budget -= len(bad)
-            last_row = row_number
-            batch.offset, batch.last_row = offset, row_number
-            batch.line_number = lines_before + reader.line_num + skipped + 1
-            yield batch
-            if batch.done:
-                return
+                    reason = f"expected {columns} fields, found {len(row)}"
+            row_number += 1
+            bad.append((row_number, line, reader.line_num + skipped, reason))
+            if budget is not None and len(bad) > budget:
+                break  # past max_errors: this checkpoint fails the task
+        self.row_number, self.skipped = row_number, skipped
+        return rows, bad, done
+
+    def _malformed(self, exc: csv.Error, start: int, record_line: int) -> tuple[str, int]:
+        """(reason, lines consumed past the reader) for a record csv refused."""
+        if "field limit" not in str(exc):
+            return f"malformed CSV: {exc}", 0
+        reason = f"a field is over the {self.options.max_field_kb} KB limit"
+        return reason, _skip_open_quote(self.raw, self.lines, start, record_line)
+
+    def _reparse(self, chunk: bytes, first_row: int, first_line: int):
+        """The batch's rows and bad rows again, from its bytes, NUL bytes found."""
+        rows, bad = _reparse(
+            chunk, self.options, self.encoding, self.columns, first_row, first_line
+        )
+        if self.as_copy:
+            head = self.copy_head
+            rows = [head(n, len(d)) + d for n, d in ((n, d.encode()) for n, d in rows)]
+        return rows, bad
 
 
 def _open(location: str, offset: int):
@@ -359,42 +398,82 @@ def _row_errors(bad: list, chunk: bytes, first_line: int, lines_before: int, enc
 # -- the reader as a child process: parsing on one core, writing on the other --
 
 
+FRAME = struct.Struct("!Q")  # each message from the child: its length, then its pickle
+
+
 def _serve(args: dict, out) -> None:
-    """Write each batch to `out` as a pickled tuple; ('error', message) on failure."""
+    """Write each batch to `out` as a framed pickled tuple; ('error', message) on failure."""
+
+    def send(item) -> None:
+        data = pickle.dumps(item, 5)
+        out.write(FRAME.pack(len(data)))
+        out.write(data)
+
     try:
         options = CsvOptions(**args.pop("options"))
         for b in read_batches(options=options, **args):
             errors = [(e.row_number, e.line_number, e.raw, e.reason) for e in b.errors]
-            pickle.dump(
-                ("batch", b.rows, b.count, errors, b.offset, b.last_row, b.line_number, b.done),
-                out,
-                5,
-            )
+            send(("batch", b.rows, b.count, errors, b.offset, b.last_row, b.line_number, b.done))
+            out.flush()
     except Exception as exc:  # reported to the worker, which fails the task with it
-        pickle.dump(("error", f"{type(exc).__name__}: {exc}"), out, 5)
+        send(("error", f"{type(exc).__name__}: {exc}"))
     out.flush()
 
 
-def read_batches_in_child(options: CsvOptions, **args) -> Iterator[Batch]:
+class _Frames:
+    """Messages from the child's pipe, each within `tick` seconds or None meanwhile."""
+
+    def __init__(self, fd: int, tick: float):
+        self.fd, self.tick, self.buf = fd, tick, bytearray()
+
+    def next(self):
+        """The next message, None if none is complete within a tick; EOFError at the end."""
+        deadline = time.monotonic() + self.tick
+        while True:
+            if len(self.buf) >= FRAME.size:
+                end = FRAME.size + FRAME.unpack_from(self.buf)[0]
+                if len(self.buf) >= end:
+                    with memoryview(self.buf) as view, view[FRAME.size : end] as frame:
+                        item = pickle.loads(frame)
+                    del self.buf[:end]  # after the views are released: a bytearray
+                    # with a view on it cannot shrink
+                    return item
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return None
+            data = os.read(self.fd, PIPE_BYTES)
+            if not data:
+                raise EOFError
+            self.buf += data
+
+
+def read_batches_in_child(options: CsvOptions, tick: float = 0.01, **args) -> Iterator:
     """read_batches, run by a child process that dies with its parent.
 
     Python parses CSV on one core; the database writes on the other. Threads
-    would share one GIL, a child does not.
+    would share one GIL, a child does not. Yields None whenever no batch came
+    within `tick` seconds (the child starting, or parsing), so that the caller
+    can look at its task meanwhile: a pause never waits for the reader.
     """
-    spec = json.dumps({**args, "options": asdict(options)})
-    proc = subprocess.Popen(
-        [sys.executable, __file__, spec], stdout=subprocess.PIPE, preexec_fn=die_with_parent
-    )
+    spec = json.dumps({**args, "options": asdict(options), "parent": os.getpid()})
+    # No preexec_fn: without one, subprocess starts the child with vfork, a few ms
+    # even from a large worker; a fork copies the worker's page tables first (about
+    # 100 ms on a busy machine, a pause's wait). The child ties its life to ours.
+    proc = subprocess.Popen([sys.executable, __file__, spec], stdout=subprocess.PIPE)
     try:
         # Room for a whole batch or two in the pipe: the reader parses the next
         # batch while this process waits on the database (64 KB would hold it back).
         with contextlib.suppress(OSError):
             fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        frames = _Frames(proc.stdout.fileno(), tick)
         while True:
             try:
-                item = pickle.load(proc.stdout)
+                item = frames.next()
             except EOFError:
                 raise RuntimeError(f"CSV reader exited with code {proc.wait()}") from None
+            if item is None:
+                yield None
+                continue
             if item[0] == "error":
                 raise RuntimeError(item[1])
             _, rows, count, errors, offset, last_row, line_number, done = item
@@ -409,7 +488,7 @@ def read_batches_in_child(options: CsvOptions, **args) -> Iterator[Batch]:
 
 
 def die_with_parent() -> None:
-    """In a child before exec (Linux): SIGTERM it when its parent dies, even by SIGKILL."""
+    """In a child (Linux): SIGTERM it when its parent dies, even by SIGKILL."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
@@ -428,4 +507,8 @@ def _bare_app_package() -> None:
 
 if __name__ == "__main__":
     _bare_app_package()
-    _serve(json.loads(sys.argv[1]), sys.stdout.buffer)
+    spec = json.loads(sys.argv[1])
+    die_with_parent()
+    if os.getppid() != spec.pop("parent"):
+        sys.exit(1)  # the parent died before the line above: no signal will come
+    _serve(spec, sys.stdout.buffer)

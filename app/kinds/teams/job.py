@@ -50,6 +50,9 @@ class TeamsJob(Job):
         batches = read_from_checkpoint(task, config)
         span = (task.bytes_done, task.line_number, task.last_row)  # where the next batch starts
         for b in batches:
+            if b is None:  # no batch yet: the runner looks at the task meanwhile
+                yield None
+                continue
             members, broken = [], {}
             for number, data in b.rows:
                 found = R.member(number, orjson.loads(data), cols)

@@ -7,9 +7,9 @@ text of such a row for its row error.
 """
 
 import csv
-import os
 from dataclasses import dataclass
 
+from app.core import storage
 from app.kinds.imports.parser import RAW_LIMIT, UploadRejected
 
 COLUMNS = ("team", "email", "name", "role")
@@ -84,7 +84,7 @@ def member(row_number: int, fields: list[str], cols: dict[str, int]) -> Member |
     return Member(row_number, team, email, name or None, role or ROLES[0])
 
 
-def locate(path: str, delimiter: str, encoding: str, span: tuple, wanted: set[int]) -> dict:
+def locate(location: str, delimiter: str, encoding: str, span: tuple, wanted: set[int]) -> dict:
     """Line number and raw text (cut at 1 KB) of the records numbered in `wanted`.
 
     `span` is (start byte, end byte, line number at start, rows numbered before
@@ -93,8 +93,8 @@ def locate(path: str, delimiter: str, encoding: str, span: tuple, wanted: set[in
     when a batch has rows that break the rules.
     """
     start, end, line, before = span
-    with open(path, "rb") as f:
-        chunk = os.pread(f.fileno(), end - start, start)
+    with storage.open_range(location, start) as f:  # on disk or in the bucket
+        chunk = f.pread(end - start, start)
     lines = [piece + b"\n" for piece in chunk.split(b"\n")]
     lines[-1] = lines[-1][:-1]
     if not lines[-1]:
