@@ -51,6 +51,7 @@ EXPECTED = {
     ("get", "/terminated_tasks"): PAGE,
     ("get", "/healthz"): {"200", "503"},
     ("get", "/openapi.json"): {"200"},
+    ("get", "/metrics"): {"200", "401"},
     ("post", "/exports"): {"202", "400", "401"},
     ("get", "/tasks/{task_id}/download"): {"200", "401", "404", "409"},
     ("post", "/tasks/{task_id}/download_link"): {"200", "401", "404"},
