@@ -32,6 +32,12 @@ checks.positive_data_acceptance.expected-statuses = ["202", "400"]
 include-name = "POST /exports"
 # an unknown task_id or a date that does not exist (2017-02-30) is a 400 (SPEC, Exports)
 checks.positive_data_acceptance.expected-statuses = ["202", "400", "409"]
+
+[[operations]]
+include-name = "GET /healthz"
+# 503 is its documented answer when fewer workers live than `?workers=N` asks for
+checks.not_a_server_error.expected-statuses = ["200", "400", "401", "404", "405", "406", "503"]
+checks.positive_data_acceptance.expected-statuses = ["200", "503"]
 """
 
 ACTION = {"200", "202", "401", "404", "409"}
