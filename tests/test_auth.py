@@ -50,7 +50,9 @@ def test_every_secured_operation_needs_the_token(secured):
     }
     for method, path, security in ops:
         if security == []:
-            assert secured.open(path, method=method).status_code == 200, path
+            # /healthz is 503 on the embedded broker with no worker running (none here)
+            ok = (200, 503) if path == "/healthz" else (200,)
+            assert secured.open(path, method=method).status_code in ok, path
             continue
         refused(secured.open(path, method=method))
         refused(secured.open(path, method=method, headers={"Authorization": "Bearer nope"}))

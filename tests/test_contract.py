@@ -37,6 +37,12 @@ checks.positive_data_acceptance.expected-statuses = ["202", "400"]
 include-name = "POST /exports"
 # an unknown task_id or a date that does not exist (2017-02-30) is a 400 (SPEC, Exports)
 checks.positive_data_acceptance.expected-statuses = ["202", "400", "409"]
+
+[[operations]]
+include-name = "GET /healthz"
+# 503 is its documented answer when fewer workers live than `?workers=N` asks for
+checks.not_a_server_error.expected-statuses = ["200", "400", "401", "404", "405", "406", "503"]
+checks.positive_data_acceptance.expected-statuses = ["200", "503"]
 """
 
 ACTION = {"200", "202", "401", "404", "409"}
@@ -56,6 +62,7 @@ EXPECTED = {
     ("get", "/terminated_tasks"): PAGE,
     ("get", "/healthz"): {"200", "503"},
     ("get", "/openapi.json"): {"200"},
+    ("get", "/metrics"): {"200", "401"},
     ("post", "/exports"): {"202", "400", "401"},
     ("get", "/tasks/{task_id}/download"): {"200", "401", "404", "409"},
     ("post", "/tasks/{task_id}/download_link"): {"200", "401", "404"},

@@ -260,7 +260,8 @@ def document_security(api: Api) -> None:
 
 
 def document_page_and_spec(api: Api) -> None:
-    """GET / (the page) and GET /openapi.json are served outside the blueprints."""
+    """GET / (the page), GET /metrics and GET /openapi.json are served outside the
+    blueprints."""
     api.spec.path(
         rule=Rule("/"),
         operations={
@@ -270,6 +271,23 @@ def document_page_and_spec(api: Api) -> None:
                 "tags": ["page"],
                 "security": [],
                 "responses": {"200": {"description": "the page", "content": {"text/html": {}}}},
+            }
+        },
+    )
+    api.spec.path(
+        rule=Rule("/metrics"),
+        operations={
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics from the database (token unless METRICS_PUBLIC=1).",
+                "tags": ["metrics"],
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format, names prefixed taskctl_",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "401": "BEARER_REQUIRED",
+                },
             }
         },
     )
