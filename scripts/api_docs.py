@@ -32,7 +32,7 @@ def parameters(spec: dict, item: dict, op: dict) -> str:
         if "$ref" in schema:
             schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
         names += list(schema.get("properties", {}))
-    return ", ".join(f"`{name}`" for name in names)
+    return ", ".join(f"`{name}`" for name in dict.fromkeys(names))  # each name once
 
 
 def token(op: dict, spec: dict) -> str:
