@@ -27,15 +27,9 @@ from sqlalchemy import select
 from app.core.models import Task
 from app.core.runner import Job, register
 from app.core.store import COMPLETED, LOST, PAUSED, Step, Store
+from app.kinds.exports import expiry
 from app.kinds.exports import plan as export_plan
-from app.kinds.exports.outfile import (
-    EXPORTS,
-    PartFile,
-    discard_files,
-    final_path,
-    finalize,
-    part_path,
-)
+from app.kinds.exports.outfile import PartFile, discard_files, final_path, finalize, part_path
 from app.kinds.exports.reader import CHUNK, Reader, Source
 
 log = logging.getLogger(__name__)
@@ -201,37 +195,7 @@ class ExportJob(Job):
 
     @classmethod
     def sweep(cls, store: Store, config: dict) -> None:
-        """Remove the files of exports that finished EXPORT_TTL_HOURS ago (on the
-        database's clock); the task stays COMPLETED and a download is a 410."""
-        ttl_s = config["EXPORT_TTL_HOURS"] * 3600
-        for task_id in expired(store, stored_ids(config["DATA_DIR"]), ttl_s):
-            discard_files(config["DATA_DIR"], task_id)
-            log.info("export %s expired: file removed", task_id)
-
-
-def stored_ids(data_dir: str) -> list[int]:
-    """The ids of the exports with a file on disk: the sweep's work is what is there."""
-    ids = set()
-    for name in os.listdir(os.path.join(data_dir, EXPORTS)):
-        head = name.split(".", 1)[0]
-        if head.isdigit():
-            ids.add(int(head))
-    return sorted(ids)
-
-
-def expired(store: Store, ids: list[int], ttl_s: float) -> list[int]:
-    """Those of `ids` that are COMPLETED exports finished more than `ttl_s` ago."""
-    out = []
-    with store.reader.connect() as conn:
-        for i in range(0, len(ids), CHUNK):
-            stmt = select(T.c.id).where(
-                T.c.id.in_(ids[i : i + CHUNK]),
-                T.c.kind == "export",
-                T.c.status == COMPLETED,
-                T.c.finished_at < store.now - ttl_s,
-            )
-            out += conn.execute(stmt).scalars().all()
-    return out
+        expiry.sweep(store, config)
 
 
 def _csv_text(rows) -> bytes:
