@@ -34,7 +34,9 @@ def post_raw_name(client, filename: str):
     return client.post("/", data=body, content_type="multipart/form-data; boundary=b")
 
 
-def test_every_codec_in_the_registry_is_accepted_or_a_400(client):
+def test_every_codec_in_the_registry_is_accepted_or_a_400(app, client):
+    # Hundreds of uploads from one client, none finished (no worker): not the limits' test.
+    app.config.update(RATE_LIMIT="1000000/second", MAX_ACTIVE_TASKS_PER_CLIENT=0)
     accepted = set()
     for name in codec_names():
         r = post_csv(client, encoding=name)
