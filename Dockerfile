@@ -20,13 +20,17 @@ RUN pip install --no-cache-dir -r /tmp/requirements.txt supervisor==4.3.0
 # --- runtime stage: no compilers, no pip cache, no test dependencies ----------
 FROM python:3.11-slim
 
+# SUPERVISOR_RUN_DIR and XDG_RUNTIME_DIR: writable places for supervisord's and
+# gunicorn's control sockets (gunicorn's default, ~/.gunicorn, is in the app user's
+# home, /nonexistent).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
     DATA_DIR=/data \
     HOST=0.0.0.0 \
     PORT=5001 \
-    SUPERVISOR_RUN_DIR=/tmp
+    SUPERVISOR_RUN_DIR=/tmp \
+    XDG_RUNTIME_DIR=/tmp
 
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home \
