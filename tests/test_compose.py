@@ -243,6 +243,9 @@ class Stack(Deployment):
             "PATH": os.environ["PATH"],
             "HOME": os.environ.get("HOME", "/root"),
             **({"DOCKER_HOST": os.environ["DOCKER_HOST"]} if "DOCKER_HOST" in os.environ else {}),
+            # On the vfs storage driver creating a container copies its image: minutes
+            # for PostgreSQL's on a loaded machine, past docker-compose's 60 s default.
+            "COMPOSE_HTTP_TIMEOUT": "600",
             "CI_IMAGE": image,
             "CI_WEB_PORT": str(ports["web_port"]),
             "CI_REDIS_PORT": str(ports["redis_port"]),
