@@ -21,6 +21,9 @@ RUN pip install --no-cache-dir -r /tmp/requirements.txt supervisor==4.3.0
 # --- runtime stage: no compilers, no pip cache, no test dependencies ----------
 FROM python:3.11-slim
 
+# SUPERVISOR_RUN_DIR and XDG_RUNTIME_DIR: writable places for supervisord's and
+# gunicorn's control sockets (gunicorn's default, ~/.gunicorn, is in the app user's
+# home, /nonexistent).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
@@ -28,7 +31,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0 \
     PORT=5001 \
     APP_PORT=5002 \
-    SUPERVISOR_RUN_DIR=/tmp
+    SUPERVISOR_RUN_DIR=/tmp \
+    XDG_RUNTIME_DIR=/tmp
 
 # nginx is the front (deploy/nginx.conf.template): Debian's package, at the
 # security-updated version of the base image's release; an exact pin would

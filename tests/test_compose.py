@@ -1,0 +1,498 @@
+"""The production stack built and run for real with Docker, as the README's Deploy says.
+
+The image is built from the project's Dockerfile (``docker build --network host``) and
+run two ways: by docker-compose from the project's ``docker-compose.yml``, once per case
+in ``CASES`` (the default stack, the ``postgres`` profile), and alone, as
+``docker run ... csv-importer`` with web and worker under supervisord. What running on a
+CI machine requires is in one file, ``tests/compose/docker-compose.ci.yml``, which says
+why: host networking, loopback listeners on free ports (the machine's own Redis and
+PostgreSQL keep 6379 and 5432), a tag of the test's own for the image, a 2 s health
+check interval. docker-compose 1.29 refuses ``ports`` with ``network_mode: host``, so the
+merged config is written with ``docker-compose config`` and ``ports`` removed from it.
+
+Base images: CI reaches no image registry, so ``scripts/ci/docker-standins.sh`` (run by
+``.ci/run``) makes stand-ins with debootstrap, tagged ``python:3.11-slim``,
+``redis:7-alpine`` and ``postgres:16-alpine``. The postgres stand-in is Debian's
+PostgreSQL 15 behind an entrypoint that honours POSTGRES_USER, POSTGRES_PASSWORD and
+POSTGRES_DB like the official image's: this test needs a PostgreSQL server set up the
+official way, not version 16 itself.
+
+Every case gets the same checks: healthy (``/healthz`` and the image's HEALTHCHECK),
+processes unprivileged, an import paused, resumed and exact, a worker stopped mid-import
+handing its task back to a started one, ``--scale worker=2`` running two imports at once,
+``down`` then ``up`` keeping the data. Adding a profile (a front proxy, metrics, object
+storage) is one more ``Case``: its profile, its settings, the override's entries for its
+services, and any checks of its own in ``extra``.
+
+Everything the tests make (containers, volumes, the image) is removed at the end; the
+base images and the dependency layers of the build stay, as build cache. Without a Docker
+daemon the tests skip with a reason, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.helpers import ROOT, free_port, need, wait_for
+
+pytestmark = [pytest.mark.compose, pytest.mark.timeout(1800)]
+
+OVERRIDE = ROOT / "tests" / "compose" / "docker-compose.ci.yml"
+UID = "10001"  # the Dockerfile's unprivileged user
+ROWS = 200_000
+RATE = 20_000  # IMPORT_MAX_ROWS_PER_S: an import lasts ROWS / RATE = 10 s, time to act on
+BASE_IMAGES = ("python:3.11-slim", "redis:7-alpine", "postgres:16-alpine")
+
+# Counted inside the web container, with the database the app itself uses.
+COUNT_ROWS = """
+import os, sys
+from sqlalchemy import create_engine, text
+url = os.environ.get("DATABASE_URL") or "sqlite:////data/app.db"
+with create_engine(url).connect() as c:
+    print(*c.execute(text(
+        "SELECT count(*), count(DISTINCT row_number), min(row_number), max(row_number)"
+        " FROM csv_entries WHERE task_id = :t"), {"t": int(sys.argv[1])}).one())
+"""
+
+
+def run(*argv: str, env: dict | None = None, timeout: float = 300, check=True) -> str:
+    out = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
+    )
+    if check and out.returncode != 0:
+        pytest.fail(f"{' '.join(argv)} exited {out.returncode}:\n{out.stdout}{out.stderr}")
+    return out.stdout
+
+
+# The docker CLI: $DOCKER if set (.ci/run names Debian's, the daemon's own, which has
+# BuildKit built in; a newer CLI without the buildx plugin only has the legacy builder).
+DOCKER = os.environ.get("DOCKER") or "docker"
+
+
+def docker(*args: str, **kw) -> str:
+    return run(DOCKER, *args, **kw)
+
+
+def daemon_answers() -> bool:
+    try:
+        return subprocess.run([DOCKER, "info"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+# --- the image ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image():
+    """The project's image, built as users build it (plus host networking for pip)."""
+    need("docker", bool(shutil.which(DOCKER)), "install docker.io (.ci/run does)")
+    need("docker-compose", bool(shutil.which("docker-compose")), "install docker-compose")
+    need("a Docker daemon", daemon_answers(), "start dockerd (scripts/ci/docker-standins.sh)")
+    missing = [i for i in BASE_IMAGES if not docker("images", "-q", i).strip()]
+    need("base images", not missing, f"{missing}: run scripts/ci/docker-standins.sh")
+    tag = f"csv-importer:ci-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    # BuildKit: the legacy builder makes a container for every step, which on the vfs
+    # storage driver is a full copy of the file system. The build stage's layers (the
+    # pinned dependencies) stay cached between runs, keyed by requirements.txt.
+    docker(
+        "build",
+        "--network",
+        "host",
+        "-t",
+        tag,
+        ".",
+        env={**os.environ, "DOCKER_BUILDKIT": "1"},
+        timeout=1500,
+    )
+    print(f"docker build: {time.monotonic() - started:.0f} s")
+    try:
+        yield tag
+    finally:
+        docker("rmi", "-f", tag, check=False)
+
+
+# --- a deployment: what the checks need from a compose stack or a single container ----
+
+
+class Api:
+    """The service's HTTP API on loopback."""
+
+    def __init__(self, port: int):
+        self.base = f"http://127.0.0.1:{port}"
+        self.http = requests.Session()
+
+    def health(self):
+        try:
+            r = self.http.get(self.base + "/healthz", timeout=10)
+        except (requests.ConnectionError, requests.Timeout):
+            return None  # not up yet, or slow on a loaded machine: asked again
+        return r.json() if r.status_code == 200 else None
+
+    def upload(self, path: Path) -> int:
+        with open(path, "rb") as f:
+            r = self.http.post(self.base + "/", files={"file": (path.name, f)}, timeout=120)
+        assert r.status_code == 202, r.text
+        return r.json()["id"]
+
+    def task(self, task_id: int) -> dict:
+        r = self.http.get(f"{self.base}/tasks/{task_id}", timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def act(self, action: str, task_id: int) -> None:
+        r = self.http.post(f"{self.base}/{action}/{task_id}", timeout=30)
+        assert r.status_code == 202, r.text
+
+    def wait(self, task_id: int, *statuses: str, timeout: float = 120) -> dict:
+        def reached():
+            t = self.task(task_id)
+            assert t["status"] != "FAILED" or "FAILED" in statuses, t
+            return t if t["status"] in statuses else None
+
+        return wait_for(reached, timeout, f"task {task_id} to be {statuses}", interval=0.2)
+
+    def wait_rows(self, task_id: int, rows: int = 1, timeout: float = 120) -> dict:
+        def going():
+            t = self.task(task_id)
+            assert t["status"] not in ("FAILED", "COMPLETED"), t
+            return t if t["status"] == "PROCESSING" and t["last_row"] >= rows else None
+
+        return wait_for(going, timeout, f"task {task_id} to import {rows} rows", interval=0.1)
+
+
+class Deployment:
+    """What the checks use: the API, containers, SQL in the web container."""
+
+    api: Api
+
+    def containers(self, service: str) -> list[str]:
+        raise NotImplementedError
+
+    def exec(self, service: str, *argv: str) -> str:
+        return docker("exec", self.containers(service)[0], *argv)
+
+    def counts(self, task_id: int) -> tuple[int, ...]:
+        """(rows, distinct row numbers, first, last) of a task, from the app's database."""
+        out = self.exec("web", "python", "-c", COUNT_ROWS, str(task_id))
+        return tuple(int(x) for x in out.split())
+
+    def health_status(self, service: str = "web") -> str:
+        return docker("inspect", "-f", "{{.State.Health.Status}}", self.containers(service)[0])
+
+    def wait_healthy(self, workers: int = 1, timeout: float = 180) -> dict:
+        def ok():
+            h = self.api.health()
+            good = h and h["database"] == h["broker"] == "ok" and h["workers"] == workers
+            return good and self.health_status().strip() == "healthy" and h
+
+        return wait_for(
+            ok, timeout, f"/healthz with {workers} worker(s) and HEALTHCHECK healthy", interval=0.5
+        )
+
+
+@dataclass
+class Case:
+    """One way of running the compose stack: profiles, settings, extra checks."""
+
+    name: str
+    profiles: list[str] = field(default_factory=list)
+    # Settings from the shell, as the README has users export them; {postgres_port}
+    # and friends are filled in with the ports the test picked.
+    env: dict[str, str] = field(default_factory=dict)
+    # Services to start (and wait healthy) before the app, as the README says.
+    first: list[str] = field(default_factory=list)
+    extra: list[Callable[[Stack], None]] = field(default_factory=list)
+
+
+CASES = [
+    Case("default"),
+    Case(
+        "postgres",
+        profiles=["postgres"],
+        env={"DATABASE_URL": "postgresql+psycopg://csv:csv@127.0.0.1:{postgres_port}/csv"},
+        first=["postgres"],
+    ),
+]
+
+
+class Stack(Deployment):
+    """docker-compose.yml + the CI override, merged, under a project name of its own."""
+
+    def __init__(self, case: Case, image: str, workdir: Path):
+        self.case = case
+        self.project = f"taskctl{uuid.uuid4().hex[:8]}"
+        ports = {"web_port": free_port(), "redis_port": free_port(), "postgres_port": free_port()}
+        self.api = Api(ports["web_port"])
+        # Only what the README's commands see from a user's shell, plus the CI values.
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "HOME": os.environ.get("HOME", "/root"),
+            **({"DOCKER_HOST": os.environ["DOCKER_HOST"]} if "DOCKER_HOST" in os.environ else {}),
+            # On the vfs storage driver creating a container copies its image: minutes
+            # for PostgreSQL's on a loaded machine, past docker-compose's 60 s default.
+            "COMPOSE_HTTP_TIMEOUT": "600",
+            "CI_IMAGE": image,
+            "CI_WEB_PORT": str(ports["web_port"]),
+            "CI_REDIS_PORT": str(ports["redis_port"]),
+            "CI_POSTGRES_PORT": str(ports["postgres_port"]),
+            "IMPORT_MAX_ROWS_PER_S": str(RATE),
+            "WORKER_CONCURRENCY": "1",  # two imports at once need two workers
+            "WEB_CONCURRENCY": "2",
+            "HEARTBEAT_TIMEOUT_S": "30",
+            **{k: v.format(**ports) for k, v in case.env.items()},
+        }
+        merged = yaml.safe_load(
+            self.compose_raw("-f", "docker-compose.yml", "-f", str(OVERRIDE), "config")
+        )
+        for service in merged["services"].values():
+            service.pop("ports", None)  # see the override's header
+        self.file = workdir / "docker-compose.yml"
+        self.file.write_text(yaml.safe_dump(merged, sort_keys=False))
+
+    def compose_raw(self, *args: str, timeout: float = 300, check=True) -> str:
+        profiles = [a for p in self.case.profiles for a in ("--profile", p)]
+        return run(
+            "docker-compose",
+            "-p",
+            self.project,
+            *profiles,
+            *args,
+            env=self.env,
+            timeout=timeout,
+            check=check,
+        )
+
+    def compose(self, *args: str, **kw) -> str:
+        return self.compose_raw("-f", str(self.file), *args, **kw)
+
+    def containers(self, service: str) -> list[str]:
+        return self.compose("ps", "-q", service).split()
+
+    def up(self, *args: str) -> None:
+        for service in self.case.first:
+            self.compose("up", "-d", service)
+            wait_for(
+                lambda s=service: self.health_status(s).strip() == "healthy",
+                120,
+                f"{service} healthy",
+                interval=0.5,
+            )
+        self.compose("up", "-d", *args)
+
+    def logs(self) -> str:
+        return self.compose("logs", "--no-color", "--tail", "60", check=False)
+
+    def remove(self) -> None:
+        self.compose("down", "-v", "--remove-orphans", "--timeout", "30", check=False)
+        label = f"label=com.docker.compose.project={self.project}"
+        left = docker("ps", "-aq", "--filter", label).split()
+        left += docker("volume", "ls", "-q", "--filter", label).split()
+        assert not left, f"left behind: {left}"
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
+def stack(request, image, tmp_path_factory):
+    stack = Stack(request.param, image, tmp_path_factory.mktemp(request.param.name))
+    started = time.monotonic()
+    try:
+        stack.up()
+        stack.wait_healthy()
+        print(f"{stack.case.name}: up and healthy in {time.monotonic() - started:.0f} s")
+        yield stack
+    except BaseException:
+        print(stack.logs())
+        raise
+    finally:
+        stack.remove()
+
+
+@pytest.fixture(scope="module")
+def csv_rows(tmp_path_factory) -> Path:
+    from sample_data.generate import write_csv
+
+    return Path(write_csv(tmp_path_factory.mktemp("csv") / "rows.csv", ROWS))
+
+
+def assert_exact(d: Deployment, task_id: int, rows: int = ROWS) -> None:
+    task = d.api.wait(task_id, "COMPLETED")
+    assert (task["rows_imported"], task["error_count"]) == (rows, 0), task
+    assert d.counts(task_id) == (rows, rows, 1, rows)
+
+
+def assert_unprivileged(d: Deployment, service: str) -> None:
+    for cid in d.containers(service):
+        top = docker("top", cid, "-eo", "pid,uid,args").splitlines()[1:]
+        assert top, f"{service}: no processes"
+        assert all(line.split()[1] == UID for line in top), f"{service} runs as:\n{top}"
+
+
+# --- the checks, for every case -------------------------------------------------------
+
+
+def test_healthy_with_the_images_healthcheck(stack):
+    assert stack.api.health() == {"database": "ok", "broker": "ok", "workers": 1}
+    assert stack.health_status().strip() == "healthy"
+    logs = stack.compose("logs", "--no-color", "web", "worker")
+    assert "Permission denied" not in logs, logs  # e.g. a file in an unwritable home
+
+
+def test_processes_run_unprivileged(stack):
+    for service in ("web", "worker"):
+        assert_unprivileged(stack, service)
+
+
+def test_import_paused_resumed_exact(stack, csv_rows):
+    task_id = stack.api.upload(csv_rows)
+    stack.api.wait_rows(task_id)
+    stack.api.act("pause", task_id)
+    paused = stack.api.wait(task_id, "PAUSED")
+    assert 0 < paused["last_row"] < ROWS, paused
+    time.sleep(1)
+    assert stack.api.task(task_id)["last_row"] == paused["last_row"], "moved while paused"
+    stack.api.act("resume", task_id)
+    assert_exact(stack, task_id)
+
+
+def test_stopped_worker_hands_its_task_back(stack, csv_rows):
+    task_id = stack.api.upload(csv_rows)
+    stack.api.wait_rows(task_id)
+    started = time.monotonic()
+    stack.compose("stop", "worker")
+    stopped_in = time.monotonic() - started
+    task = stack.api.task(task_id)
+    assert task["status"] == "QUEUED" and 0 < task["last_row"] < ROWS, task
+    assert stopped_in < 30, f"docker-compose stop worker took {stopped_in:.1f} s"
+    stack.compose("start", "worker")
+    assert_exact(stack, task_id)
+
+
+def test_two_workers_run_two_imports_at_once(stack, csv_rows):
+    stack.compose("up", "-d", "--scale", "worker=2", "worker")
+    stack.wait_healthy(workers=2)
+    assert len(stack.containers("worker")) == 2
+    a, b = stack.api.upload(csv_rows), stack.api.upload(csv_rows)
+
+    # WORKER_CONCURRENCY=1: two imports PROCESSING at once are on two workers.
+    def both():
+        return all(stack.api.task(t)["status"] == "PROCESSING" for t in (a, b))
+
+    wait_for(both, 60, "both imports PROCESSING at once", interval=0.1)
+    for t in (a, b):
+        assert_exact(stack, t)
+    for cid in stack.containers("worker"):
+        assert "run_task" in docker("logs", cid, check=False) + "", f"worker {cid} ran nothing"
+    stack.compose("up", "-d", "--scale", "worker=1", "worker")
+
+
+def test_down_and_up_keep_the_data(stack, csv_rows):
+    task_id = stack.api.upload(csv_rows)
+    assert_exact(stack, task_id)
+    stack.compose("down", "--timeout", "30")
+    assert not stack.containers("web")
+    stack.up()
+    stack.wait_healthy()
+    assert stack.api.task(task_id)["status"] == "COMPLETED"
+    assert stack.counts(task_id) == (ROWS, ROWS, 1, ROWS)
+
+
+def test_case_extras(stack):
+    if not stack.case.extra:
+        pytest.skip(f"{stack.case.name}: no checks of its own")
+    for check in stack.case.extra:
+        check(stack)
+
+
+# --- the single image under supervisord -----------------------------------------------
+
+
+class Single(Deployment):
+    """`docker run ... csv-importer` (web and worker under supervisord), with a Redis."""
+
+    def __init__(self, image: str):
+        self.name = f"taskctl{uuid.uuid4().hex[:8]}"
+        web_port, redis_port = free_port(), free_port()
+        self.api = Api(web_port)
+        self.redis = docker(
+            "run",
+            "-d",
+            "--name",
+            f"{self.name}-redis",
+            "--network",
+            "host",
+            "redis:7-alpine",
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(redis_port),
+        ).strip()
+        # As the README's `docker run`, on the host network: -p means nothing there.
+        self.cid = docker(
+            "run",
+            "-d",
+            "--name",
+            self.name,
+            "--network",
+            "host",
+            "--health-interval",
+            "2s",
+            "-v",
+            f"{self.name}-data:/data",
+            "-e",
+            "HOST=127.0.0.1",
+            "-e",
+            f"PORT={web_port}",
+            "-e",
+            f"REDIS_URL=redis://127.0.0.1:{redis_port}/0",
+            "-e",
+            "WEB_CONCURRENCY=1",
+            "-e",
+            "WORKER_CONCURRENCY=1",
+            image,
+        ).strip()
+
+    def containers(self, service: str) -> list[str]:
+        return [self.cid]
+
+    def remove(self) -> None:
+        docker("rm", "-f", "-v", self.cid, self.redis, check=False)
+        docker("volume", "rm", f"{self.name}-data", check=False)
+
+
+@pytest.fixture(scope="module")
+def single(image):
+    single = Single(image)
+    try:
+        single.wait_healthy()
+        yield single
+    except BaseException:
+        print(docker("logs", "--tail", "60", single.cid, check=False))
+        raise
+    finally:
+        single.remove()
+
+
+def test_single_container_runs_both_programs_under_supervisord(single, csv_rows):
+    status = single.exec("web", "supervisorctl", "status")
+    assert re.search(r"^web\s+RUNNING", status, re.M), status
+    assert re.search(r"^worker\s+RUNNING", status, re.M), status
+    assert_unprivileged(single, "web")
+    task_id = single.api.upload(csv_rows)
+    assert_exact(single, task_id)
+    info = json.loads(docker("inspect", single.cid))[0]
+    assert info["Config"]["User"].split(":")[0] == UID
