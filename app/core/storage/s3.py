@@ -87,7 +87,12 @@ class _Parts:
 
 
 def complete(location: str, upload_id: str, parts: list) -> None:
-    """Complete a multipart upload; done already (the object is there) is no error."""
+    """Complete a multipart upload; done already (the object is there) is no error.
+
+    The other party (the run, or a download after its crash) may have completed it,
+    or our own first attempt did while its answer was lost (a slow server: the
+    retries then find no upload): the object showing with the parts' size is success.
+    """
     bucket, key = split(location)
     listed = [{"PartNumber": n, "ETag": etag} for n, etag, _size in parts]
     try:
@@ -99,19 +104,25 @@ def complete(location: str, upload_id: str, parts: list) -> None:
             UploadId=upload_id,
             MultipartUpload={"Parts": listed},
         )
-    except StorageError as exc:
-        if error_code(exc.__cause__) != "NoSuchUpload":
+    except StorageError:
+        if not _shows(location, sum(p[2] for p in parts)):
             raise
-        # Completed by the other party (the run, or a download after its crash),
-        # perhaps a moment ago: the object shows once its completion is done.
-        for attempt in range(20):
-            try:
-                call(location, client().head_object, Bucket=bucket, Key=key)
-                return
-            except ObjectMissing:
-                if attempt == 19:
-                    raise
-                time.sleep(0.25)
+
+
+def _shows(location: str, size: int, seconds: float = 120.0) -> bool:
+    """True once the object is there with `size` bytes (polled: completion takes time)."""
+    bucket, key = split(location)
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            head = call(location, client().head_object, Bucket=bucket, Key=key)
+            if head["ContentLength"] == size:
+                return True
+        except ObjectMissing:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
 
 
 def abort(location: str, upload_id: str) -> None:
