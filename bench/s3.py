@@ -199,7 +199,14 @@ def run(args) -> list[Row]:
                     f"{got / 2**20:.0f} MB through the web at {rows / web:,.0f} rows/s",
                 )
             )
-        out.append(upload_memory(args, svc_env))
+        for row in out:
+            c.log(f"{row.name}: {row.value:,.1f} vs {row.baseline:,.1f} {row.unit}")
+        try:
+            out.append(upload_memory(args, svc_env))
+        except Exception as e:  # noqa: BLE001  the rows above still count
+            out.append(
+                Row("S3 upload: web tree peak RSS", None, None, None, "", "MB", str(e)[:200])
+            )
     return out
 
 

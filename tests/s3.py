@@ -10,6 +10,7 @@ import atexit
 import os
 import subprocess
 import sys
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,12 +91,25 @@ def bucket_env(prefix: str = "svc"):
             "STORAGE_PART_BYTES": str(PART_BYTES),
         }
     finally:
+        empty_and_remove(s3, bucket)
+
+
+def empty_and_remove(s3, bucket: str) -> None:
+    """Remove a test's bucket. A request a killed worker sent may still be landing
+    (moto finishes it anyway): empty it again until it goes, or leave it to moto."""
+    from botocore.exceptions import ClientError
+
+    for _ in range(20):
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for obj in page.get("Contents", []):
                 s3.delete_object(Bucket=bucket, Key=obj["Key"])
         for upload in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
             s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-        s3.delete_bucket(Bucket=bucket)
+        try:
+            s3.delete_bucket(Bucket=bucket)
+            return
+        except ClientError:
+            time.sleep(0.5)
 
 
 def stored(location: str) -> bool:

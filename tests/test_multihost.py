@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 from tests.helpers import Proc, free_port, wait_for, write_rows
 from tests.s3 import stored
 
+pytestmark = pytest.mark.s3  # `pytest -m s3`: the object-storage tests
 N = 60_000
 
 

@@ -30,6 +30,7 @@ from tests.helpers import (
 from tests.netfaults import CuttingProxy, Refuser
 from tests.s3 import aws_env, bucket_env, moto_endpoint, s3_client, stored
 
+pytestmark = pytest.mark.s3  # `pytest -m s3`: the object-storage tests
 S3 = pytest.mark.parametrize("stack", ["s3"], indirect=True)
 
 

@@ -3,8 +3,8 @@
 import logging
 import re
 
-from app.core.storage.s3 import abort
 from app.core.storage.s3client import call, client, error_code
+from app.core.storage.s3parts import abort
 
 log = logging.getLogger(__name__)
 
