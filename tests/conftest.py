@@ -32,8 +32,8 @@ def pytest_configure(config):
 
 def pytest_generate_tests(metafunc):
     """`stack` runs each test on both stacks, and on "s3" too for tests marked s3."""
-    if "stack" not in metafunc.fixturenames:
-        return
+    if "stack" not in metafunc.fixturenames or hasattr(metafunc.module, "stack"):
+        return  # no stack, or the module's own `stack` fixture (tests/test_compose.py)
     for mark in metafunc.definition.iter_markers("parametrize"):
         names = mark.args[0]
         if "stack" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):

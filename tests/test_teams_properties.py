@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from app.core import runner
-from app.core.store import CONTINUE, LOST, PAUSED
+from app.core.states import Outcome
 from app.kinds.teams.job import TeamsJob
 from tests.helpers import task
 from tests.teams_helpers import World, counts_of, tables, upload_teams, write_teams
@@ -45,7 +45,7 @@ def interrupted_run(store, tid: int, config: dict, how: str, after: int) -> None
             if done == after:
                 if how == "pause":  # the batch under way is dropped; resume continues
                     assert store.transition(tid, "pause") == ("PAUSING", True)
-                    assert store.commit(tid, token, step) == PAUSED
+                    assert store.commit(tid, token, step) == Outcome.PAUSED
                     assert store.transition(tid, "resume") == ("QUEUED", True)
                 elif how == "crash":  # nothing committed; the sweeper hands it back
                     assert tid in store.sweep(-1)
@@ -54,11 +54,11 @@ def interrupted_run(store, tid: int, config: dict, how: str, after: int) -> None
                 else:  # taken over, then the old run's batch arrives late
                     assert tid in store.sweep(-1)
                     new_token, _ = store.claim(tid)
-                    assert store.commit(tid, token, step) == LOST
+                    assert store.commit(tid, token, step) == Outcome.LOST
                     assert store.release(tid, new_token)
                 return
             outcome = store.commit(tid, token, step)
-            if outcome != CONTINUE:
+            if outcome != Outcome.CONTINUE:
                 return  # completed (or failed) before the interruption
     finally:
         steps.close()
