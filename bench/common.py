@@ -937,3 +937,17 @@ def prepare(args) -> None:
         SOURCE = Path(src).resolve()
         if not (SOURCE / "run.py").exists():
             raise SystemExit(f"--source {src}: no run.py there")
+
+
+def bench_main(doc: str, run, add_arguments=None, argv=None) -> int:
+    """A bench module run alone: its arguments and the common ones, then its table."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    add_common_arguments(p)
+    if add_arguments is not None:
+        add_arguments(p)
+    args = p.parse_args(argv)
+    prepare(args)
+    print(format_table(run(args), markdown=args.markdown))
+    return 0

@@ -15,7 +15,6 @@ with separate ``python worker.py`` processes.
 
 from __future__ import annotations
 
-import argparse
 import queue
 import random
 import sys
@@ -147,13 +146,7 @@ def run(args) -> list[Row]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    c.add_common_arguments(p)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    c.prepare(args)
-    print(c.format_table(run(args), markdown=args.markdown))
-    return 0
+    return c.bench_main(__doc__, run, add_arguments, argv)
 
 
 if __name__ == "__main__":

@@ -213,15 +213,7 @@ def run(args) -> list[Row]:
 
 
 def main(argv=None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    c.add_common_arguments(p)
-    args = p.parse_args(argv)
-    if hasattr(c, "prepare"):
-        c.prepare(args)
-    print(c.format_table(run(args), markdown=args.markdown))
-    return 0
+    return c.bench_main(__doc__, run, None, argv)
 
 
 if __name__ == "__main__":

@@ -560,14 +560,7 @@ def run(args) -> list[Row]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    c.add_common_arguments(p)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    c.prepare(args)
-    results = run(args)
-    print(c.format_table(results, markdown=args.markdown))
-    return 0
+    return c.bench_main(__doc__, run, add_arguments, argv)
 
 
 if __name__ == "__main__":

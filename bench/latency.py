@@ -30,7 +30,6 @@ and the first batch. Ratio: B's median over A's; target within 2x.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import random
 import shutil
@@ -367,13 +366,7 @@ def run(args) -> list[Row]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    c.add_common_arguments(p)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    c.prepare(args)
-    print(c.format_table(run(args), markdown=args.markdown))
-    return 0
+    return c.bench_main(__doc__, run, add_arguments, argv)
 
 
 if __name__ == "__main__":

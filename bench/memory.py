@@ -17,7 +17,6 @@ VmHWM (the kernel's peak) is kept too.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -116,13 +115,7 @@ def run(args) -> list[Row]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    c.add_common_arguments(p)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    c.prepare(args)
-    print(c.format_table(run(args), markdown=args.markdown))
-    return 0
+    return c.bench_main(__doc__, run, add_arguments, argv)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ than the absolute figures.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import subprocess
@@ -241,13 +240,7 @@ def upload_memory(args, env: dict) -> Row:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    c.add_common_arguments(p)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    c.prepare(args)
-    print(c.format_table(run(args), markdown=args.markdown))
-    return 0
+    return c.bench_main(__doc__, run, add_arguments, argv)
 
 
 if __name__ == "__main__":
