@@ -15,7 +15,7 @@ from app import config  # reads no library: safe before prometheus_client
 # WORKER_METRICS_PORT: this worker's pool processes write their metrics to a folder
 # of its own, set before prometheus_client is first imported (it reads it then).
 if config.from_environment()["WORKER_METRICS_PORT"]:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="taskctl-metrics-")
+    os.environ.update({config.METRICS_FOLDER: tempfile.mkdtemp(prefix="taskctl-metrics-")})
 
 from celery import signals  # noqa: E402
 

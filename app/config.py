@@ -122,3 +122,11 @@ EMBEDDED_PARENT = "EMBEDDED_PARENT_PID"  # set by run.py for the worker it start
 def embedded_parent() -> int | None:
     """The pid of the run.py that started this worker, or None for a standalone worker."""
     return _int(EMBEDDED_PARENT, 0) or None
+
+
+METRICS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
+
+
+def metrics_folder() -> str | None:
+    """The worker's private multiprocess metrics folder (worker.py sets it), or None."""
+    return os.environ.get(METRICS_FOLDER) or None

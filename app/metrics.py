@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
+from app import config
 from app.core import states as S
 from app.core.models import Task
 
@@ -117,6 +118,6 @@ def serve_worker(port: int) -> None:
 
 def remove_worker_folder() -> None:
     """The worker's private multiprocess folder goes with it."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    folder = config.metrics_folder()
     if folder and os.path.basename(folder).startswith("taskctl-metrics-"):
         shutil.rmtree(folder, ignore_errors=True)

@@ -33,7 +33,7 @@ def operations(client):
         for method, op in item.items():
             if method != "parameters":
                 security = op.get("security", spec["security"])
-                yield method.upper(), path.replace("{task_id}", "1"), security
+                yield method.upper(), re.sub(r"\{\w+\}", "1", path), security
 
 
 def refused(response):

@@ -247,7 +247,11 @@ def test_database_connections_dropped_mid_import(client, engine, stack, start_wo
     done = wait_status(client, tid, "COMPLETED", timeout=60)
     assert done["rows_imported"] == N and done["error"] is None
     assert_exact(engine, tid, N)
-    assert worker.log_contains("transient database error, retrying")
+    # The dead links were met and survived: by a commit (retried) or by the run's look
+    # at its task's status between batches (asked again at the next tick).
+    assert worker.log_contains("transient database error, retrying") or worker.log_contains(
+        "could not read its status"
+    )
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)

@@ -186,7 +186,7 @@ def first_batch(app, tid: int, hold=None):
     token, row = store.claim(tid)
     steps = TeamsJob(store, row, app.config).steps()
     try:
-        step = next(steps)
+        step = next(s for s in steps if s is not None)  # None: the reader is not ready
         if hold is not None:
             step.write = hold(step.write)
         return store.commit(tid, token, step)

@@ -41,7 +41,7 @@ def interrupted_run(store, tid: int, config: dict, how: str, after: int) -> None
     token, row = claimed
     steps = TeamsJob(store, row, config).steps()
     try:
-        for done, step in enumerate(steps):
+        for done, step in enumerate(s for s in steps if s is not None):  # None: a tick
             if done == after:
                 if how == "pause":  # the batch under way is dropped; resume continues
                     assert store.transition(tid, "pause") == ("PAUSING", True)

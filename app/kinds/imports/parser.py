@@ -90,7 +90,14 @@ def check_encoding(encoding: str) -> str:
         raise UploadRejected(f"unknown encoding {encoding!r}") from None
     if info.name == "utf-8-sig":
         return "utf-8"  # its BOM is stripped like any UTF-8 BOM
-    if '\n,;\t|"'.encode(info.name, errors="replace") != b'\n,;\t|"':
+    try:
+        # A codec of bytes to bytes (base64, zlib, rot13, ...) raises LookupError
+        # here, one that encodes nothing (undefined, idna) UnicodeError.
+        ascii_ok = '\n,;\t|"'.encode(info.name, errors="replace") == b'\n,;\t|"'
+        codecs.getincrementaldecoder(info.name)().decode(b"a,b\n", final=True)
+    except (LookupError, UnicodeError, ValueError, TypeError):
+        ascii_ok = False
+    if not ascii_ok:
         raise UploadRejected(
             f"encoding {encoding!r} is not supported: use an ASCII-compatible one "
             "such as utf-8, latin-1 or cp1252"
