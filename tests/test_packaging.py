@@ -338,6 +338,26 @@ def test_compose_metrics_profile_scrapes_web_and_workers():
         assert job["metrics_path"] == "/metrics"
 
 
+def test_worker_node_names_differ_where_pid_and_host_are_the_same(tmp_path):
+    """Containers on the host's network share its name, and each one's worker may be
+    pid 7: two names asked in one process (one pid, one host) must still differ, or
+    two workers answer a ping as one (/healthz counts one, control replies merge)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    code = "import os, worker; print(os.getpid(), worker.node_name(), worker.node_name())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "DATA_DIR": str(tmp_path / "data")},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    pid, *names = out.stdout.split()
+    assert names[0] != names[1], names
+    assert all(re.fullmatch(rf"worker{pid}-[0-9a-f]+@%h", n) for n in names), names
+
+
 # --------------------------------------------------------------------------- live stack
 
 
