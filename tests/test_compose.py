@@ -306,6 +306,7 @@ class Stack(Deployment):
         for service in merged["services"].values():
             service.pop("ports", None)  # see the override's header
         self.file = workdir / "docker-compose.yml"
+        self.volumes = set(docker("volume", "ls", "-q").split())
         self.file.write_text(yaml.safe_dump(merged, sort_keys=False))
 
     def compose_raw(self, *args: str, timeout: float = 300, check=True) -> str:
@@ -346,6 +347,9 @@ class Stack(Deployment):
         label = f"label=com.docker.compose.project={self.project}"
         left = docker("ps", "-aq", "--filter", label).split()
         left += docker("volume", "ls", "-q", "--filter", label).split()
+        # Anonymous volumes (the image's /data where a service mounts nothing) have
+        # no project label: any volume new since the start was made by the stack.
+        left += sorted(set(docker("volume", "ls", "-q").split()) - self.volumes)
         assert not left, f"left behind: {left}"
 
 
@@ -458,7 +462,7 @@ def test_metrics_count_a_finished_import_exactly(compose, csv_rows):
     No Prometheus image is on a CI machine, so the test stands in for Prometheus: it
     scrapes what deploy/prometheus.yml names, the web's /metrics (here through nginx,
     as users reach it) and a worker's WORKER_METRICS_PORT. The profile's Prometheus
-    service and that file are checked statically (test_metrics_profile_...).
+    service and that file are checked statically (tests/test_packaging.py).
     """
     only(compose, "metrics")
     rows, commits = (
@@ -512,7 +516,7 @@ def test_import_and_export_through_object_storage(compose, csv_rows):
     """The `minio` profile's settings, with moto's S3 server standing in for MinIO.
 
     No MinIO image is on a CI machine: the profile's services are checked statically
-    (test_minio_profile_...), and the app's services run with STORAGE_URL on a bucket
+    (tests/test_packaging.py), and the app's services run with STORAGE_URL on a bucket
     of moto's server, started by the test on loopback (tests/s3.py).
     """
     only(compose, "export")
@@ -529,73 +533,6 @@ def test_import_and_export_through_object_storage(compose, csv_rows):
     key = f"{prefix}/exports/{export_id}.csv"
     found = s3_client().list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
     assert [o["Key"] for o in found] == [key], "the export is not in the object storage"
-
-
-# --- the profiles whose own services have no image here: checked statically ----------
-
-
-def compose_config(profile: str, env: dict) -> dict:
-    """docker-compose.yml as docker-compose reads it, with a profile and settings."""
-    need("docker-compose", bool(shutil.which("docker-compose")), "install docker-compose")
-    out = run(
-        "docker-compose",
-        "--profile",
-        profile,
-        "-f",
-        "docker-compose.yml",
-        "config",
-        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **env},
-    )
-    return yaml.safe_load(out)["services"]
-
-
-def test_metrics_profile_scrapes_what_the_stack_serves():
-    """Prometheus reads deploy/prometheus.yml, whose targets are the services' ports."""
-    services = compose_config("metrics", {"METRICS_PUBLIC": "1"})
-    prometheus = services["prometheus"]
-    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
-    mounts = [str(v) for v in prometheus["volumes"]]
-    assert any(
-        "deploy/prometheus.yml" in m and "/etc/prometheus/prometheus.yml" in m for m in mounts
-    ), mounts
-    assert {"web", "worker"} <= set(prometheus["depends_on"])
-    jobs = {
-        j["job_name"]: j
-        for j in yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())["scrape_configs"]
-    }
-    # web listens on the image's PORT (the compose file sets none for it).
-    port = re.search(r"\bPORT=(\d+)", (ROOT / "Dockerfile").read_text()).group(1)
-    assert "PORT" not in services["web"]["environment"]
-    assert jobs["taskctl-web"]["static_configs"] == [{"targets": [f"web:{port}"]}]
-    assert jobs["taskctl-web"]["metrics_path"] == "/metrics"
-    workers = jobs["taskctl-worker"]["dns_sd_configs"]
-    port = services["worker"]["environment"]["WORKER_METRICS_PORT"]
-    assert workers == [{"names": ["worker"], "type": "A", "port": int(port)}]
-    assert services["web"]["environment"]["METRICS_PUBLIC"] == "1"
-
-
-def test_minio_profile_matches_the_apps_storage_settings():
-    """MinIO's user, bucket and address are the ones the app's settings name."""
-    # As the compose file's header has users export them.
-    env = {
-        "STORAGE_URL": "s3://csv/data",
-        "AWS_ENDPOINT_URL_S3": "http://minio:9000",
-        "AWS_ACCESS_KEY_ID": "minio",
-        "AWS_SECRET_ACCESS_KEY": "minio-secret",
-    }
-    header = (ROOT / "docker-compose.yml").read_text()
-    assert all(f"{k}={v}" in header for k, v in env.items()), "the header's command changed"
-    services = compose_config("minio", env)
-    for name in ("web", "worker"):
-        assert env.items() <= services[name]["environment"].items(), name
-    minio = services["minio"]
-    assert minio["environment"]["MINIO_ROOT_USER"] == env["AWS_ACCESS_KEY_ID"]
-    assert minio["environment"]["MINIO_ROOT_PASSWORD"] == env["AWS_SECRET_ACCESS_KEY"]
-    assert minio["command"][:2] == ["server", "/data"] and "--address" not in minio["command"]
-    bucket = services["minio-bucket"]
-    assert bucket["environment"]["BUCKET"] == "csv"  # STORAGE_URL's
-    assert bucket["environment"]["MC_HOST_local"] == "http://minio:minio-secret@minio:9000"
-    assert bucket["depends_on"]["minio"]["condition"] == "service_healthy"
 
 
 # --- the single image under supervisord -----------------------------------------------
