@@ -4,6 +4,7 @@ Exposes `celery_app` (never a Flask object named `app`: `celery -A` picks `.app`
 """
 
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -52,6 +53,16 @@ def _watch_parent(pid: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def node_name() -> str:
+    """This worker's Celery node name, unique even where pids and host names repeat.
+
+    Containers on the host's network share its name, and each container's worker
+    may well be pid 7: a random suffix keeps two workers from answering as one
+    (the /healthz count, Celery's control replies are keyed by node name).
+    """
+    return f"worker{os.getpid()}-{secrets.token_hex(3)}@%h"
+
+
 def main(argv: list[str] | None = None) -> None:
     parent = config.embedded_parent()
     if parent:
@@ -65,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         "--concurrency",
         concurrency,
         "--hostname",
-        f"worker{os.getpid()}@%h",
+        node_name(),
         "--without-gossip",
         "--without-mingle",
     ]

@@ -31,6 +31,9 @@ daemon the tests skip with a reason, except under CI=true, where they fail.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import json
 import os
 import re
@@ -38,7 +41,6 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,13 +49,15 @@ import requests
 import yaml
 
 from tests.helpers import ROOT, free_port, need, wait_for
+from tests.s3 import bucket_env, s3_client
+from tests.test_exports import assert_same_rows, source_rows
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1800)]
 
 OVERRIDE = ROOT / "tests" / "compose" / "docker-compose.ci.yml"
 UID = "10001"  # the Dockerfile's unprivileged user
-ROWS = 200_000
-RATE = 20_000  # IMPORT_MAX_ROWS_PER_S: an import lasts ROWS / RATE = 10 s, time to act on
+ROWS = 60_000
+RATE = 6_000  # IMPORT_MAX_ROWS_PER_S: an import lasts ROWS / RATE = 10 s, time to act on
 BASE_IMAGES = ("python:3.11-slim", "redis:7-alpine", "postgres:16-alpine")
 
 # Counted inside the web container, with the database the app itself uses.
@@ -166,6 +170,16 @@ class Api:
 
         return wait_for(reached, timeout, f"task {task_id} to be {statuses}", interval=0.2)
 
+    def export(self, **body) -> int:
+        r = self.http.post(self.base + "/exports", json=body, timeout=30)
+        assert r.status_code == 202, r.text
+        return r.json()["id"]
+
+    def download(self, task_id: int) -> str:
+        r = self.http.get(f"{self.base}/tasks/{task_id}/download", timeout=120)
+        assert r.status_code == 200, r.text[:500]
+        return r.content.decode("utf-8")
+
     def wait_rows(self, task_id: int, rows: int = 1, timeout: float = 120) -> dict:
         def going():
             t = self.task(task_id)
@@ -194,49 +208,76 @@ class Deployment:
     def health_status(self, service: str = "web") -> str:
         return docker("inspect", "-f", "{{.State.Health.Status}}", self.containers(service)[0])
 
+    # Services whose HEALTHCHECK (the image's) must say healthy.
+    checked = ("web",)
+
     def wait_healthy(self, workers: int = 1, timeout: float = 180) -> dict:
         def ok():
             h = self.api.health()
             good = h and h["database"] == h["broker"] == "ok" and h["workers"] == workers
-            return good and self.health_status().strip() == "healthy" and h
+            statuses = {self.health_status(s).strip() for s in self.checked}
+            return good and statuses == {"healthy"} and h
 
         return wait_for(
             ok, timeout, f"/healthz with {workers} worker(s) and HEALTHCHECK healthy", interval=0.5
         )
 
 
+# The services of the default stack: what `up` starts where a profile's own service
+# has no image on a CI machine (Prometheus, MinIO), which is then checked statically.
+APP_SERVICES = ["redis", "web", "worker", "nginx"]
+
+
 @dataclass
 class Case:
-    """One way of running the compose stack: profiles, settings, extra checks."""
+    """One way of running the compose stack: profiles, settings, the checks it runs."""
 
     name: str
+    # The checks this case runs (each test below names its own with `only`); the
+    # others skip: every check costs imports, every case minutes on vfs.
+    checks: set[str]
     profiles: list[str] = field(default_factory=list)
     # Settings from the shell, as the README has users export them; {postgres_port}
     # and friends are filled in with the ports the test picked.
     env: dict[str, str] = field(default_factory=dict)
     # Services to start (and wait healthy) before the app, as the README says.
     first: list[str] = field(default_factory=list)
-    extra: list[Callable[[Stack], None]] = field(default_factory=list)
+    # What `up` starts; every service of the profiles when empty.
+    services: list[str] = field(default_factory=list)
+    # STORAGE_URL and the AWS settings on a fresh bucket of moto's S3 server (on
+    # loopback, started by the test), standing in for the `minio` profile's MinIO.
+    s3: bool = False
 
 
 CASES = [
-    Case("default"),
+    Case(
+        "default",
+        {"healthy", "unprivileged", "pause", "stop", "metrics", "scale", "down_up"},
+    ),
     Case(
         "postgres",
+        {"healthy", "down_up"},
         profiles=["postgres"],
         env={"DATABASE_URL": "postgresql+psycopg://csv:csv@127.0.0.1:{postgres_port}/csv"},
         first=["postgres"],
     ),
+    Case("minio", {"healthy", "export"}, profiles=["minio"], services=APP_SERVICES, s3=True),
 ]
 
 
 class Stack(Deployment):
     """docker-compose.yml + the CI override, merged, under a project name of its own."""
 
-    def __init__(self, case: Case, image: str, workdir: Path):
+    checked = ("web", "nginx")
+
+    def __init__(self, case: Case, image: str, workdir: Path, settings: dict):
         self.case = case
         self.project = f"taskctl{uuid.uuid4().hex[:8]}"
-        ports = {"web_port": free_port(), "redis_port": free_port(), "postgres_port": free_port()}
+        names = ("web", "app", "redis", "postgres", "worker_metrics")
+        ports = {f"{name}_port": free_port() for name in names}
+        self.ports = ports
+        # The web port is nginx's, where users reach the service: every check goes
+        # through the front; the app's own port is web's (gunicorn's) behind it.
         self.api = Api(ports["web_port"])
         # Only what the README's commands see from a user's shell, plus the CI values.
         self.env = {
@@ -248,6 +289,8 @@ class Stack(Deployment):
             "COMPOSE_HTTP_TIMEOUT": "600",
             "CI_IMAGE": image,
             "CI_WEB_PORT": str(ports["web_port"]),
+            "CI_APP_PORT": str(ports["app_port"]),
+            "CI_WORKER_METRICS_PORT": str(ports["worker_metrics_port"]),
             "CI_REDIS_PORT": str(ports["redis_port"]),
             "CI_POSTGRES_PORT": str(ports["postgres_port"]),
             "IMPORT_MAX_ROWS_PER_S": str(RATE),
@@ -255,6 +298,7 @@ class Stack(Deployment):
             "WEB_CONCURRENCY": "2",
             "HEARTBEAT_TIMEOUT_S": "30",
             **{k: v.format(**ports) for k, v in case.env.items()},
+            **settings,
         }
         merged = yaml.safe_load(
             self.compose_raw("-f", "docker-compose.yml", "-f", str(OVERRIDE), "config")
@@ -262,6 +306,7 @@ class Stack(Deployment):
         for service in merged["services"].values():
             service.pop("ports", None)  # see the override's header
         self.file = workdir / "docker-compose.yml"
+        self.volumes = set(docker("volume", "ls", "-q").split())
         self.file.write_text(yaml.safe_dump(merged, sort_keys=False))
 
     def compose_raw(self, *args: str, timeout: float = 300, check=True) -> str:
@@ -292,7 +337,7 @@ class Stack(Deployment):
                 f"{service} healthy",
                 interval=0.5,
             )
-        self.compose("up", "-d", *args)
+        self.compose("up", "-d", *(args or self.case.services))
 
     def logs(self) -> str:
         return self.compose("logs", "--no-color", "--tail", "60", check=False)
@@ -302,12 +347,21 @@ class Stack(Deployment):
         label = f"label=com.docker.compose.project={self.project}"
         left = docker("ps", "-aq", "--filter", label).split()
         left += docker("volume", "ls", "-q", "--filter", label).split()
+        # Anonymous volumes (the image's /data where a service mounts nothing) have
+        # no project label: any volume new since the start was made by the stack.
+        left += sorted(set(docker("volume", "ls", "-q").split()) - self.volumes)
         assert not left, f"left behind: {left}"
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
-def stack(request, image, tmp_path_factory):
-    stack = Stack(request.param, image, tmp_path_factory.mktemp(request.param.name))
+def compose(request, image, tmp_path_factory):
+    case = request.param
+    with contextlib.ExitStack() as cleanup:
+        settings = cleanup.enter_context(bucket_env("compose")) if case.s3 else {}
+        yield from running(Stack(case, image, tmp_path_factory.mktemp(case.name), settings))
+
+
+def running(stack: Stack):
     started = time.monotonic()
     try:
         stack.up()
@@ -341,91 +395,155 @@ def assert_unprivileged(d: Deployment, service: str) -> None:
         assert all(line.split()[1] == UID for line in top), f"{service} runs as:\n{top}"
 
 
-# --- the checks, for every case -------------------------------------------------------
+# --- the checks, each for the cases that list it -------------------------------------
 
 
-def test_healthy_with_the_images_healthcheck(stack):
-    assert stack.api.health() == {"database": "ok", "broker": "ok", "workers": 1}
-    assert stack.health_status().strip() == "healthy"
-    logs = stack.compose("logs", "--no-color", "web", "worker")
+def only(stack: Stack, check: str) -> None:
+    if check not in stack.case.checks:
+        pytest.skip(f"{stack.case.name}: not one of its checks")
+
+
+def test_healthy_with_the_images_healthcheck(compose):
+    only(compose, "healthy")
+    assert compose.api.health() == {"database": "ok", "broker": "ok", "workers": 1}
+    assert (
+        compose.health_status("web").strip() == compose.health_status("nginx").strip() == "healthy"
+    )
+    logs = compose.compose("logs", "--no-color", "web", "worker", "nginx")
     assert "Permission denied" not in logs, logs  # e.g. a file in an unwritable home
 
 
-def test_processes_run_unprivileged(stack):
-    for service in ("web", "worker"):
-        assert_unprivileged(stack, service)
+def test_processes_run_unprivileged(compose):
+    only(compose, "unprivileged")
+    for service in ("web", "worker", "nginx"):
+        assert_unprivileged(compose, service)
 
 
-def test_import_paused_resumed_exact(stack, csv_rows):
-    task_id = stack.api.upload(csv_rows)
-    stack.api.wait_rows(task_id)
-    stack.api.act("pause", task_id)
-    paused = stack.api.wait(task_id, "PAUSED")
+def test_import_paused_resumed_exact(compose, csv_rows):
+    only(compose, "pause")
+    task_id = compose.api.upload(csv_rows)
+    compose.api.wait_rows(task_id)
+    compose.api.act("pause", task_id)
+    paused = compose.api.wait(task_id, "PAUSED")
     assert 0 < paused["last_row"] < ROWS, paused
     time.sleep(1)
-    assert stack.api.task(task_id)["last_row"] == paused["last_row"], "moved while paused"
-    stack.api.act("resume", task_id)
-    assert_exact(stack, task_id)
+    assert compose.api.task(task_id)["last_row"] == paused["last_row"], "moved while paused"
+    compose.api.act("resume", task_id)
+    assert_exact(compose, task_id)
 
 
-def test_stopped_worker_hands_its_task_back(stack, csv_rows):
-    task_id = stack.api.upload(csv_rows)
-    stack.api.wait_rows(task_id)
+def test_stopped_worker_hands_its_task_back(compose, csv_rows):
+    only(compose, "stop")
+    task_id = compose.api.upload(csv_rows)
+    compose.api.wait_rows(task_id)
     started = time.monotonic()
-    stack.compose("stop", "worker")
+    compose.compose("stop", "worker")
     stopped_in = time.monotonic() - started
-    task = stack.api.task(task_id)
+    task = compose.api.task(task_id)
     assert task["status"] == "QUEUED" and 0 < task["last_row"] < ROWS, task
     assert stopped_in < 30, f"docker-compose stop worker took {stopped_in:.1f} s"
-    stack.compose("start", "worker")
-    assert_exact(stack, task_id)
+    compose.compose("start", "worker")
+    assert_exact(compose, task_id)
 
 
-def test_two_workers_run_two_imports_at_once(stack, csv_rows):
-    stack.compose("up", "-d", "--scale", "worker=2", "worker")
-    stack.wait_healthy(workers=2)
-    assert len(stack.containers("worker")) == 2
-    a, b = stack.api.upload(csv_rows), stack.api.upload(csv_rows)
+def scrape(url: str) -> dict[tuple, float]:
+    """{(sample name, sorted labels): value} of a Prometheus text page."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = requests.get(url, timeout=10)
+    assert r.status_code == 200, r.text[:500]
+    families = text_string_to_metric_families(r.text)
+    return {(x.name, tuple(sorted(x.labels.items()))): x.value for f in families for x in f.samples}
+
+
+def test_metrics_count_a_finished_import_exactly(compose, csv_rows):
+    """The `metrics` profile's two scrape targets, scraped by the test itself.
+
+    No Prometheus image is on a CI machine, so the test stands in for Prometheus: it
+    scrapes what deploy/prometheus.yml names, the web's /metrics (here through nginx,
+    as users reach it) and a worker's WORKER_METRICS_PORT. The profile's Prometheus
+    service and that file are checked statically (tests/test_packaging.py).
+    """
+    only(compose, "metrics")
+    rows, commits = (
+        ("taskctl_rows_total", (("kind", "import"),)),
+        ("taskctl_batch_commit_seconds_count", ()),
+    )
+    worker = f"http://127.0.0.1:{compose.ports['worker_metrics_port']}/metrics"
+    before, worker_before = scrape(compose.api.base + "/metrics"), scrape(worker)
+    task_id = compose.api.upload(csv_rows)
+    assert_exact(compose, task_id)
+    after = scrape(compose.api.base + "/metrics")
+    assert after[rows] - before.get(rows, 0) == ROWS
+    assert after[("taskctl_workers", ())] == 1
+    assert scrape(worker)[commits] > worker_before.get(commits, 0)
+
+
+def test_two_workers_run_two_imports_at_once(compose, csv_rows):
+    only(compose, "scale")
+    compose.compose("up", "-d", "--scale", "worker=2", "worker")
+    # Two: on the host's network both containers have its name, and both workers
+    # may be pid 7 in theirs; worker.py's node names differ all the same.
+    compose.wait_healthy(workers=2)
+    assert len(compose.containers("worker")) == 2
+    a, b = compose.api.upload(csv_rows), compose.api.upload(csv_rows)
 
     # WORKER_CONCURRENCY=1: two imports PROCESSING at once are on two workers.
     def both():
-        return all(stack.api.task(t)["status"] == "PROCESSING" for t in (a, b))
+        return all(compose.api.task(t)["status"] == "PROCESSING" for t in (a, b))
 
     wait_for(both, 60, "both imports PROCESSING at once", interval=0.1)
     for t in (a, b):
-        assert_exact(stack, t)
-    for cid in stack.containers("worker"):
+        assert_exact(compose, t)
+    for cid in compose.containers("worker"):
         assert "run_task" in docker("logs", cid, check=False) + "", f"worker {cid} ran nothing"
-    stack.compose("up", "-d", "--scale", "worker=1", "worker")
+    compose.compose("up", "-d", "--scale", "worker=1", "worker")
 
 
-def test_down_and_up_keep_the_data(stack, csv_rows):
-    task_id = stack.api.upload(csv_rows)
-    assert_exact(stack, task_id)
-    stack.compose("down", "--timeout", "30")
-    assert not stack.containers("web")
-    stack.up()
-    stack.wait_healthy()
-    assert stack.api.task(task_id)["status"] == "COMPLETED"
-    assert stack.counts(task_id) == (ROWS, ROWS, 1, ROWS)
+def test_down_and_up_keep_the_data(compose, csv_rows):
+    only(compose, "down_up")
+    task_id = compose.api.upload(csv_rows)
+    assert_exact(compose, task_id)
+    compose.compose("down", "--timeout", "30")
+    assert not compose.containers("web")
+    compose.up()
+    compose.wait_healthy()
+    assert compose.api.task(task_id)["status"] == "COMPLETED"
+    assert compose.counts(task_id) == (ROWS, ROWS, 1, ROWS)
 
 
-def test_case_extras(stack):
-    if not stack.case.extra:
-        pytest.skip(f"{stack.case.name}: no checks of its own")
-    for check in stack.case.extra:
-        check(stack)
+def test_import_and_export_through_object_storage(compose, csv_rows):
+    """The `minio` profile's settings, with moto's S3 server standing in for MinIO.
+
+    No MinIO image is on a CI machine: the profile's services are checked statically
+    (tests/test_packaging.py), and the app's services run with STORAGE_URL on a bucket
+    of moto's server, started by the test on loopback (tests/s3.py).
+    """
+    only(compose, "export")
+    task_id = compose.api.upload(csv_rows)
+    assert_exact(compose, task_id)
+    export_id = compose.api.export(task_id=task_id, raw=True)
+    done = compose.api.wait(export_id, "COMPLETED")
+    assert done["rows_imported"] == ROWS, done
+    got = csv.reader(io.StringIO(compose.api.download(export_id), newline=""))
+    header, rows = source_rows(csv_rows)
+    assert next(got) == header
+    assert assert_same_rows(got, rows) == ROWS
+    bucket, _, prefix = compose.env["STORAGE_URL"][len("s3://") :].partition("/")
+    key = f"{prefix}/exports/{export_id}.csv"
+    found = s3_client().list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
+    assert [o["Key"] for o in found] == [key], "the export is not in the object storage"
 
 
 # --- the single image under supervisord -----------------------------------------------
 
 
 class Single(Deployment):
-    """`docker run ... csv-importer` (web and worker under supervisord), with a Redis."""
+    """`docker run ... csv-importer` (nginx, web, worker under supervisord), with a Redis."""
 
     def __init__(self, image: str):
         self.name = f"taskctl{uuid.uuid4().hex[:8]}"
-        web_port, redis_port = free_port(), free_port()
+        web_port, app_port, redis_port = free_port(), free_port(), free_port()
         self.api = Api(web_port)
         self.redis = docker(
             "run",
@@ -456,7 +574,9 @@ class Single(Deployment):
             "-e",
             "HOST=127.0.0.1",
             "-e",
-            f"PORT={web_port}",
+            f"PORT={web_port}",  # nginx's; gunicorn's behind it is APP_PORT
+            "-e",
+            f"APP_PORT={app_port}",
             "-e",
             f"REDIS_URL=redis://127.0.0.1:{redis_port}/0",
             "-e",
@@ -487,10 +607,10 @@ def single(image):
         single.remove()
 
 
-def test_single_container_runs_both_programs_under_supervisord(single, csv_rows):
+def test_single_container_runs_its_programs_under_supervisord(single, csv_rows):
     status = single.exec("web", "supervisorctl", "status")
-    assert re.search(r"^web\s+RUNNING", status, re.M), status
-    assert re.search(r"^worker\s+RUNNING", status, re.M), status
+    for program in ("nginx", "web", "worker"):
+        assert re.search(rf"^{program}\s+RUNNING", status, re.M), status
     assert_unprivileged(single, "web")
     task_id = single.api.upload(csv_rows)
     assert_exact(single, task_id)

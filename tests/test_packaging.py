@@ -257,6 +257,11 @@ def test_compose_config_is_valid_and_scalable():
     assert "deploy/nginx.py" in front["command"] and front["image"] == web["image"]
     assert front["environment"]["NGINX_UPSTREAM"] == "web:5001"
     assert front["ports"]
+    # The image's VOLUME /data: a mount of nginx's own, or each new nginx container
+    # leaves an anonymous volume behind after `down`.
+    assert front.get("tmpfs") or any(
+        str(v).split(":")[1:2] == ["/data"] for v in front.get("volumes", [])
+    )
     assert not web.get("ports")
     assert str(web["environment"]["PROXY_HOPS"]) == "1"
     assert "web" in web["environment"]["ALLOWED_HOSTS"].split(",")
@@ -290,6 +295,10 @@ def test_compose_minio_profile_is_valid_and_wired_to_the_app():
         "secret-key",
     )
     assert bucket["environment"]["BUCKET"] == "csv"  # the bucket STORAGE_URL names
+    # mc reaches MinIO where the app does (AWS_ENDPOINT_URL_S3), as its root user.
+    mc_host = bucket["environment"]["MC_HOST_local"]
+    assert mc_host == "http://key-id:secret-key@minio:9000", mc_host
+    assert "--address" not in minio["command"]  # MinIO's default, :9000
     assert any(str(v).split(":")[1:2] == ["/data"] for v in minio["volumes"])
     for name in ("web", "worker"):
         app_env = services[name]["environment"]
@@ -317,14 +326,36 @@ def test_compose_metrics_profile_scrapes_web_and_workers():
     ]
     config = load_yaml((ROOT / "deploy" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    port = services["web"]["ports"][0]
-    web_port = port["target"] if isinstance(port, dict) else int(str(port).split(":")[-1])
+    # web publishes nothing (nginx does) and sets no PORT: it listens on the image's.
+    assert "PORT" not in services["web"]["environment"] and not services["web"].get("ports")
+    web_port = re.search(r"\bPORT=(\d+)", (ROOT / "Dockerfile").read_text()).group(1)
     assert jobs["taskctl-web"]["static_configs"][0]["targets"] == [f"web:{web_port}"]
+    assert services["nginx"]["environment"]["NGINX_UPSTREAM"] == f"web:{web_port}"
     worker_port = int(services["worker"]["environment"]["WORKER_METRICS_PORT"])
     sd = jobs["taskctl-worker"]["dns_sd_configs"][0]
     assert (sd["names"], sd["type"], sd["port"]) == (["worker"], "A", worker_port)
     for job in jobs.values():
         assert job["metrics_path"] == "/metrics"
+
+
+def test_worker_node_names_differ_where_pid_and_host_are_the_same(tmp_path):
+    """Containers on the host's network share its name, and each one's worker may be
+    pid 7: two names asked in one process (one pid, one host) must still differ, or
+    two workers answer a ping as one (/healthz counts one, control replies merge)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    code = "import os, worker; print(os.getpid(), worker.node_name(), worker.node_name())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "DATA_DIR": str(tmp_path / "data")},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    pid, *names = out.stdout.split()
+    assert names[0] != names[1], names
+    assert all(re.fullmatch(rf"worker{pid}-[0-9a-f]+@%h", n) for n in names), names
 
 
 # --------------------------------------------------------------------------- live stack
