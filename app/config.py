@@ -130,3 +130,14 @@ METRICS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
 def metrics_folder() -> str | None:
     """The worker's private multiprocess metrics folder (worker.py sets it), or None."""
     return os.environ.get(METRICS_FOLDER) or None
+
+
+def log_settings() -> tuple[str, str]:
+    """(LOG_FORMAT, LOG_LEVEL): "text" or "json", and the root logger's level."""
+    fmt = (os.environ.get("LOG_FORMAT") or "text").strip().lower()
+    return fmt, (os.environ.get("LOG_LEVEL") or "INFO").upper()
+
+
+def s3_endpoint() -> tuple[str | None, str | None]:
+    """The standard AWS endpoint variables (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3"), os.environ.get("AWS_ENDPOINT_URL")

@@ -12,10 +12,11 @@ and values json cannot encode) rather than a hand-made Formatter.
 
 import contextvars
 import logging
-import os
 from contextlib import contextmanager
 
 from pythonjsonlogger.json import JsonFormatter
+
+from app import config
 
 _task: contextvars.ContextVar[dict | None] = contextvars.ContextVar("task", default=None)
 FIELDS = ("task_id", "kind", "run")
@@ -69,7 +70,7 @@ class TaskJsonFormatter(JsonFormatter):
 
 def formatter(fmt: str | None = None) -> logging.Formatter:
     """The formatter LOG_FORMAT asks for."""
-    fmt = fmt or os.environ.get("LOG_FORMAT", "text")
+    fmt = fmt or config.log_settings()[0]
     if fmt.strip().lower() == "json":
         return TaskJsonFormatter(
             JSON,
@@ -90,4 +91,4 @@ def configure_logging(process: str | None = None) -> None:
     handler.setFormatter(formatter())
     root = logging.getLogger()
     root.handlers = [handler]
-    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    root.setLevel(config.log_settings()[1])

@@ -197,7 +197,7 @@ def test_an_export_in_parts_is_exact_across_pause_resume_and_a_kill(
     assert client.post(f"/resume/{tid}").status_code == 202
     at = wait_rows(client, tid, paused["last_row"] + 5_000)["last_row"]
     worker.kill_group()  # mid-export: the next worker goes on from the last part
-    start_worker(concurrency=1, HEARTBEAT_TIMEOUT_S=5)
+    worker = start_worker(concurrency=1, HEARTBEAT_TIMEOUT_S=5)
     done = wait_status(client, tid, "COMPLETED")
     assert done["rows_imported"] == done["rows_total"] == 30_000 and at < 30_000
     header, rows = downloaded(client, tid)
@@ -210,7 +210,10 @@ def test_an_export_in_parts_is_exact_across_pause_resume_and_a_kill(
     wait_status(client, tid, "REVOKED")
     assert not stored(export_key) and uploads_in_progress(bucket) == []
     assert client.get(f"/tasks/{tid}/download").status_code == 404
-    # Terminated mid-way: the object never made and its parts both go.
+    # Terminated mid-way: the object never made and its parts both go. Throttled, so
+    # the export is still writing when it is looked at, however fast the machine.
+    worker.kill_group()
+    start_worker(concurrency=1, IMPORT_MAX_ROWS_PER_S=2_000)
     running = export(client, task_id=src)
     wait_rows(client, running, 3_000)
     assert uploads_in_progress(bucket) != []

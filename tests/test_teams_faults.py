@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from app.core import runner
 from app.core.dispatch import run_task
+from app.core.states import Outcome
 from app.kinds.teams import undo as teams_undo
 from app.kinds.teams.job import TeamsJob
 from app.kinds.teams.writes import MEMBERS, TEAMS
@@ -213,7 +214,7 @@ def test_a_batch_holding_a_team_makes_the_rollback_keep_it(
     batch = Held(lambda hold: first_batch(app, other, hold)).start()
     rollback = Background(lambda: runner.rollback(app.extensions["store"], doomed, app.config))
     wait_for(lambda: waiting_for_a_lock(stack, engine), 30, "the rollback waiting for the batch")
-    assert batch.join() == "COMPLETED"
+    assert batch.join() == Outcome.COMPLETED
     assert rollback.join() is True
     revoked = task(client, doomed)
     assert revoked["status"] == "REVOKED" and revoked["kept"] == {"teams": 1, "users": 0}
@@ -235,7 +236,7 @@ def test_a_rollback_deleting_a_team_makes_the_batch_create_it_again(
     batch = Background(lambda: first_batch(app, other))
     wait_for(lambda: waiting_for_a_lock(stack, engine), 30, "the batch waiting for the rollback")
     assert undo.join() == 1  # X deleted: nothing used it
-    assert batch.join() == "COMPLETED"
+    assert batch.join() == Outcome.COMPLETED
     assert TeamsJob.undo(store, row, token, app.config) and store.finish_rollback(doomed, token)
     assert task(client, doomed)["kept"] == {"teams": 0, "users": 0}
     assert tables(engine) == World({"X"}, {"b@x.com": "Bee"}, {("X", "b@x.com"): "member"})

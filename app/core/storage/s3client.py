@@ -9,6 +9,8 @@ import logging
 import os
 import time
 
+from app import config
+
 log = logging.getLogger(__name__)
 
 READ_BUFFER = 1 << 20  # bytes per ranged read from the body (the reader's buffer)
@@ -21,7 +23,7 @@ _clients: dict = {}
 def client():
     """This process's S3 client (a boto3 client must not cross a fork)."""
     # Keyed by the endpoint too: the variables are read when the client is made.
-    pid = (os.getpid(), os.environ.get("AWS_ENDPOINT_URL_S3"), os.environ.get("AWS_ENDPOINT_URL"))
+    pid = (os.getpid(), *config.s3_endpoint())
     if pid not in _clients:
         import boto3
         from botocore.config import Config
