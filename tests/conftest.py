@@ -143,8 +143,22 @@ def live_server(live_server_factory):
 PROCESS_FIXTURES = {"start_worker", "live_server_factory", "live_server"}
 
 
-def pytest_collection_modifyitems(items):
-    """Mark `slow` every test that starts real processes (`make test-fast` skips them)."""
+def pytest_collection_modifyitems(config, items):
+    """Mark `slow` every test that starts real processes (`make test-fast` skips them).
+
+    A compose case runs only the checks it lists (tests/test_compose.py): the others
+    are deselected, never skipped.
+    """
+    kept, dropped = [], []
     for item in items:
         if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        mark = item.get_closest_marker("check")
+        case = getattr(getattr(item, "callspec", None), "params", {}).get("compose")
+        if mark is not None and case is not None and mark.args[0] not in case.checks:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

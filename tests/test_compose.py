@@ -233,8 +233,9 @@ class Case:
     """One way of running the compose stack: profiles, settings, the checks it runs."""
 
     name: str
-    # The checks this case runs (each test below names its own with `only`); the
-    # others skip: every check costs imports, every case minutes on vfs.
+    # The checks this case runs (each test below names its own with a `check` mark);
+    # the others are deselected (tests/conftest.py): every check costs imports, every
+    # case minutes on vfs.
     checks: set[str]
     profiles: list[str] = field(default_factory=list)
     # Settings from the shell, as the README has users export them; {postgres_port}
@@ -398,13 +399,8 @@ def assert_unprivileged(d: Deployment, service: str) -> None:
 # --- the checks, each for the cases that list it -------------------------------------
 
 
-def only(stack: Stack, check: str) -> None:
-    if check not in stack.case.checks:
-        pytest.skip(f"{stack.case.name}: not one of its checks")
-
-
+@pytest.mark.check("healthy")
 def test_healthy_with_the_images_healthcheck(compose):
-    only(compose, "healthy")
     assert compose.api.health() == {"database": "ok", "broker": "ok", "workers": 1}
     assert (
         compose.health_status("web").strip() == compose.health_status("nginx").strip() == "healthy"
@@ -413,14 +409,14 @@ def test_healthy_with_the_images_healthcheck(compose):
     assert "Permission denied" not in logs, logs  # e.g. a file in an unwritable home
 
 
+@pytest.mark.check("unprivileged")
 def test_processes_run_unprivileged(compose):
-    only(compose, "unprivileged")
     for service in ("web", "worker", "nginx"):
         assert_unprivileged(compose, service)
 
 
+@pytest.mark.check("pause")
 def test_import_paused_resumed_exact(compose, csv_rows):
-    only(compose, "pause")
     task_id = compose.api.upload(csv_rows)
     compose.api.wait_rows(task_id)
     compose.api.act("pause", task_id)
@@ -432,8 +428,8 @@ def test_import_paused_resumed_exact(compose, csv_rows):
     assert_exact(compose, task_id)
 
 
+@pytest.mark.check("stop")
 def test_stopped_worker_hands_its_task_back(compose, csv_rows):
-    only(compose, "stop")
     task_id = compose.api.upload(csv_rows)
     compose.api.wait_rows(task_id)
     started = time.monotonic()
@@ -456,6 +452,7 @@ def scrape(url: str) -> dict[tuple, float]:
     return {(x.name, tuple(sorted(x.labels.items()))): x.value for f in families for x in f.samples}
 
 
+@pytest.mark.check("metrics")
 def test_metrics_count_a_finished_import_exactly(compose, csv_rows):
     """The `metrics` profile's two scrape targets, scraped by the test itself.
 
@@ -464,7 +461,6 @@ def test_metrics_count_a_finished_import_exactly(compose, csv_rows):
     as users reach it) and a worker's WORKER_METRICS_PORT. The profile's Prometheus
     service and that file are checked statically (tests/test_packaging.py).
     """
-    only(compose, "metrics")
     rows, commits = (
         ("taskctl_rows_total", (("kind", "import"),)),
         ("taskctl_batch_commit_seconds_count", ()),
@@ -479,8 +475,8 @@ def test_metrics_count_a_finished_import_exactly(compose, csv_rows):
     assert scrape(worker)[commits] > worker_before.get(commits, 0)
 
 
+@pytest.mark.check("scale")
 def test_two_workers_run_two_imports_at_once(compose, csv_rows):
-    only(compose, "scale")
     compose.compose("up", "-d", "--scale", "worker=2", "worker")
     # Two: on the host's network both containers have its name, and both workers
     # may be pid 7 in theirs; worker.py's node names differ all the same.
@@ -505,8 +501,8 @@ def test_two_workers_run_two_imports_at_once(compose, csv_rows):
     compose.compose("up", "-d", "--scale", "worker=1", "worker")
 
 
+@pytest.mark.check("down_up")
 def test_down_and_up_keep_the_data(compose, csv_rows):
-    only(compose, "down_up")
     task_id = compose.api.upload(csv_rows)
     assert_exact(compose, task_id)
     compose.compose("down", "--timeout", "30")
@@ -517,6 +513,7 @@ def test_down_and_up_keep_the_data(compose, csv_rows):
     assert compose.counts(task_id) == (ROWS, ROWS, 1, ROWS)
 
 
+@pytest.mark.check("export")
 def test_import_and_export_through_object_storage(compose, csv_rows):
     """The `minio` profile's settings, with moto's S3 server standing in for MinIO.
 
@@ -524,7 +521,6 @@ def test_import_and_export_through_object_storage(compose, csv_rows):
     (tests/test_packaging.py), and the app's services run with STORAGE_URL on a bucket
     of moto's server, started by the test on loopback (tests/s3.py).
     """
-    only(compose, "export")
     task_id = compose.api.upload(csv_rows)
     assert_exact(compose, task_id)
     export_id = compose.api.export(task_id=task_id, raw=True)
