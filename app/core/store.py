@@ -55,9 +55,11 @@ class Store:
         with self.engine.begin() as conn:
             yield conn
 
-    def row_writer(self, task_id: int, rows: list, errors: list) -> Callable:
+    def row_writer(
+        self, task_id: int, rows: list | bytes, errors: list, first_row: int = 0
+    ) -> Callable:
         """write(conn) inserting a batch's rows and row errors (see database.row_writer)."""
-        return row_writer(self.dialect, task_id, rows, errors)
+        return row_writer(self.dialect, task_id, rows, errors, first_row)
 
     @contextmanager
     def read(self):
