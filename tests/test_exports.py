@@ -12,6 +12,7 @@ from datetime import date, datetime
 from itertools import chain, zip_longest
 from pathlib import Path
 
+import orjson
 import pytest
 from sqlalchemy import text
 
@@ -318,7 +319,8 @@ def test_terminate_removes_the_file_and_a_terminated_source_fails_an_export(
     wait_status(client, running, "REVOKED")
     small = export(client, task_id=src, column="date", **{"from": "2016-01-01", "to": "01/31/2016"})
     wait_status(client, small, "COMPLETED")
-    assert export_files(app, small) == [f"{small}.csv"]
+    # The run renames the file just after committing COMPLETED.
+    wait_for(lambda: export_files(app, small) == [f"{small}.csv"], 10, "the rename")
     assert client.post(f"/terminate/{small}").status_code == 202
     wait_status(client, small, "REVOKED")
     for tid in (running, small):
@@ -345,6 +347,11 @@ def test_terminate_removes_the_file_and_a_terminated_source_fails_an_export(
     assert export_files(app, doomed) == []
 
 
+def label(t: int, r: int) -> str:
+    """A cell with what COPY TO and JSON escape: backslashes, quotes, a tab, a newline."""
+    return f"{t}-{r}" + ' \\ \\\\ " \t \n é' * (r % 2)
+
+
 def test_reader_goes_source_by_source_and_resumes_from_any_position(app, engine):
     from app.kinds.exports.reader import Reader, Source
 
@@ -355,7 +362,7 @@ def test_reader_goes_source_by_source_and_resumes_from_any_position(app, engine)
         conn.execute(
             text("INSERT INTO csv_entries (task_id, row_number, data) VALUES (:t, :r, :d)"),
             [
-                {"t": t, "r": r, "d": json.dumps([f"2017-0{r}-0{t}", f"{t}-{r}"])}
+                {"t": t, "r": r, "d": orjson.dumps([f"2017-0{r}-0{t}", label(t, r)]).decode()}
                 for t, numbers in rows.items()
                 for r in numbers
             ],
@@ -377,13 +384,24 @@ def test_reader_goes_source_by_source_and_resumes_from_any_position(app, engine)
             marks.append((at, len(got)))
         return got, marks
 
+    def blocks(reader, at, n):
+        """The JSON texts of reader.block's pages from `at` to the end."""
+        texts = []
+        while at < reader.end:
+            block, count, at = reader.block(at, n)
+            lines = block.decode().split("\n") if block else []
+            assert len(lines) == count
+            texts += lines
+        return texts
+
     for n in (1, 2, 3, 1_000):
         reader = Reader(store, sources, filtered=False)
         assert reader.end == 10
         got, marks = read(reader, 0, n)
-        assert [json.loads(data)[1] for data, _day in got] == [f"{t}-{r}" for t, r in keys]
+        assert [json.loads(data)[1] for data, _day in got] == [label(t, r) for t, r in keys]
         for at, done in marks:  # a run resumed at any checkpoint reads the rest, once
             assert read(reader, at, n)[0] == got[done:]
+            assert blocks(reader, at, n) == [data for data, _day in got[done:]]
     counting = Reader(store, sources, filtered=True)  # the database extracts the date
     got, _marks = read(counting, 0, 2, count_only=True)
     assert got == [(None, f"2017-0{r}-0{t}") for t, r in keys]

@@ -74,18 +74,52 @@ class Reader:
         self.rows_sql = f"SELECT data, {date}{tail}"
         counted = "NULL" if self.sql_date else "data"
         self.count_sql = f"SELECT {counted}, {date}{tail}"
+        self.block_sql = f"SELECT data{tail}"
 
-    def page(self, at: int, n: int, count_only: bool = False) -> tuple[Source, list[tuple], int]:
-        """From position `at` (below `end`): the source read, its rows among the next
-        n row numbers, and the position read up to (never past the source's end)."""
+    def source_at(self, at: int) -> Source:
+        """The source position `at` (below `end`) reads from."""
+        return self._window(at, 0)[0]
+
+    def _window(self, at: int, n: int) -> tuple[Source, int, int, int]:
+        """(source, its start, its row number `at` is after, the row number n on)."""
         # The last source starting at or before `at`: an empty source starts where
         # the next one does, so it is passed over.
         i = bisect_right(self.starts, at) - 1
         src, start = self.sources[i], self.starts[i]
         after = at - start
-        upto = min(after + n, src.bound)
+        return src, start, after, min(after + n, src.bound)
+
+    def page(self, at: int, n: int, count_only: bool = False) -> tuple[Source, list[tuple], int]:
+        """From position `at` (below `end`): the source read, its rows among the next
+        n row numbers, and the position read up to (never past the source's end)."""
+        src, start, after, upto = self._window(at, n)
         rows = self._query(self.count_sql if count_only else self.rows_sql, [src.id, after, upto])
         return src, rows, start + upto
+
+    def block(self, at: int, n: int) -> tuple[bytes, int, int]:
+        """As page(), the rows' JSON texts only, as one block: (the texts joined by
+        newlines, UTF-8; the rows in it; the position read up to). A JSON text holds
+        no raw newline, so the block splits back exactly. On PostgreSQL by COPY TO,
+        the bytes as the server writes them (no Python object per row)."""
+        src, start, after, upto = self._window(at, n)
+        if self.mark == "?":
+            rows = self._query(self.block_sql, [src.id, after, upto])
+            return "\n".join([r[0] for r in rows]).encode(), len(rows), start + upto
+        # COPY takes no parameters: the three integers are written into it.
+        sql = self.block_sql.replace("%s", "{}").format(int(src.id), int(after), int(upto))
+        with self.engine.connect() as conn:
+            cur = conn.connection.driver_connection.cursor()
+            try:
+                with cur.copy(f"COPY ({sql}) TO STDOUT") as copy:
+                    block = b"".join(copy)
+            finally:
+                cur.close()
+        # COPY's text format escapes a backslash (the only one of its escapes a JSON
+        # text can hold: JSON escapes every control character) and ends each row
+        # with a newline.
+        if b"\\" in block:
+            block = block.replace(b"\\\\", b"\\")
+        return block[:-1], block.count(b"\n"), start + upto
 
     def gone(self) -> tuple | None:
         """(id, status) of a source that is terminated or being terminated, if any."""

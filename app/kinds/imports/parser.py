@@ -220,9 +220,7 @@ def read_batches(
     """
     csv.field_size_limit(options.max_field_kb * 1024)
     with _open(location, offset) as raw:
-        batcher = _Batcher(
-            raw, options, columns, last_row, line_number, copy_task_id, json_array
-        )
+        batcher = _Batcher(raw, options, columns, last_row, line_number, copy_task_id, json_array)
         while True:
             batch = batcher.batch(offset, batch_rows, batch_seconds, error_budget)
             offset = batch.offset
@@ -340,7 +338,8 @@ class _Batcher:
             skip = {b[0] for b in bad}
             numbers = [n for n in range(first_row + 1, self.row_number + 1) if n not in skip]
             try:
-                return [(n, orjson.dumps(r).decode()) for n, r in zip(numbers, rows)], bad
+                pairs = zip(numbers, rows, strict=True)
+                return [(n, orjson.dumps(r).decode()) for n, r in pairs], bad
             except orjson.JSONEncodeError:
                 return self._reparse(chunk, first_row, first_line)
         try:
