@@ -348,7 +348,7 @@ def test_terminate_removes_the_file_and_a_terminated_source_fails_an_export(
 
 
 def label(t: int, r: int) -> str:
-    """A cell with what COPY TO and JSON escape: backslashes, quotes, a tab, a newline."""
+    """A cell with what JSON escapes: backslashes, quotes, a tab, a newline."""
     return f"{t}-{r}" + ' \\ \\\\ " \t \n é' * (r % 2)
 
 

@@ -99,27 +99,12 @@ class Reader:
     def block(self, at: int, n: int) -> tuple[bytes, int, int]:
         """As page(), the rows' JSON texts only, as one block: (the texts joined by
         newlines, UTF-8; the rows in it; the position read up to). A JSON text holds
-        no raw newline, so the block splits back exactly. On PostgreSQL by COPY TO,
-        the bytes as the server writes them (no Python object per row)."""
+        no raw newline, so the block splits back exactly. (Not COPY TO on
+        PostgreSQL: psycopg hands its output over one row at a time, 2 to 5 us a
+        row against 0.5 for a SELECT.)"""
         src, start, after, upto = self._window(at, n)
-        if self.mark == "?":
-            rows = self._query(self.block_sql, [src.id, after, upto])
-            return "\n".join([r[0] for r in rows]).encode(), len(rows), start + upto
-        # COPY takes no parameters: the three integers are written into it.
-        sql = self.block_sql.replace("%s", "{}").format(int(src.id), int(after), int(upto))
-        with self.engine.connect() as conn:
-            cur = conn.connection.driver_connection.cursor()
-            try:
-                with cur.copy(f"COPY ({sql}) TO STDOUT") as copy:
-                    block = b"".join(copy)
-            finally:
-                cur.close()
-        # COPY's text format escapes a backslash (the only one of its escapes a JSON
-        # text can hold: JSON escapes every control character) and ends each row
-        # with a newline.
-        if b"\\" in block:
-            block = block.replace(b"\\\\", b"\\")
-        return block[:-1], block.count(b"\n"), start + upto
+        rows = self._query(self.block_sql, [src.id, after, upto])
+        return "\n".join([r[0] for r in rows]).encode(), len(rows), start + upto
 
     def gone(self) -> tuple | None:
         """(id, status) of a source that is terminated or being terminated, if any."""
