@@ -389,9 +389,9 @@ def test_reader_goes_source_by_source_and_resumes_from_any_position(app, engine)
         texts = []
         while at < reader.end:
             block, count, at = reader.block(at, n)
-            lines = block.decode().split("\n") if block else []
+            lines = block.decode().split("\r\n") if block else []
             assert len(lines) == count
-            texts += lines
+            texts += [f"[{line}]" for line in lines]
         return texts
 
     for n in (1, 2, 3, 1_000):

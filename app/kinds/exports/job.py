@@ -18,6 +18,7 @@ boundaries (the rows after the last part are written again by the next run).
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 from marshmallow import fields, validate
@@ -144,8 +145,9 @@ class ExportJob(Job):
             if self.reader.sql_date:
                 _, page, cursor = self.reader.page(cursor, n)
                 match = self.match
-                kept = [data for data, day in page if match(day)]
-                return csvrows.from_json_lines("\n".join(kept).encode(), safe), len(kept), cursor
+                kept = [data[1:-1] for data, day in page if match(day)]
+                block = "\r\n".join(kept).encode()
+                return csvrows.from_json_lines(block, safe), len(kept), cursor
         src, page, cursor = self.reader.page(cursor, n)
         kept = self._kept(src, page)
         return csvrows.from_values(kept), len(kept), cursor
@@ -181,6 +183,14 @@ class ExportJob(Job):
         if rate:  # keep checkpoints frequent when throttled: about 20 a second
             batch_rows = step_rows = max(1, min(batch_rows, int(rate / 20)))
             seconds = self.config["IMPORT_BATCH_SECONDS"]
+        pages = _Ahead(lambda at: self._page(at, batch_rows), self.end)
+        try:
+            yield from self._steps(pages, cursor, written, counted, step_rows, seconds)
+        finally:
+            pages.close()
+
+    def _steps(self, pages, cursor: int, written: int, counted, step_rows: int, seconds: float):
+        """_write's steps, its pages from `pages` (_Ahead)."""
         done, saved = False, written  # saved: rows the committed checkpoint holds
         while not done:
             started, rows, out = time.monotonic(), 0, []
@@ -188,7 +198,7 @@ class ExportJob(Job):
                 if cursor >= self.end:  # nothing left to read (an export of no rows at all)
                     done = True
                     break
-                lines, kept, cursor = self._page(cursor, batch_rows)
+                lines, kept, cursor = pages(cursor)
                 out.append(lines)
                 rows += kept
                 done = cursor >= self.end or (counted is not None and written + rows >= counted)
@@ -268,6 +278,31 @@ class ExportJob(Job):
     def sweep(cls, store: Store, config: dict) -> None:
         """Finished exports past EXPORT_TTL_HOURS lose their file (a download is a 410)."""
         expiry.sweep(store, config)
+
+
+class _Ahead:
+    """Pages read one ahead, in a thread: while this thread writes page k, that one
+    reads page k + 1 (sqlite3 and psycopg let go of the GIL while the database
+    works) and turns it into CSV. `read(position)` gives (lines, rows, position read
+    up to); a page is only ever read, so one read for nothing costs nothing else."""
+
+    def __init__(self, read, end: int):
+        self.read, self.end = read, end
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="export-read")
+        self.ahead = None  # (position, future of read(position))
+
+    def __call__(self, at: int):
+        if self.ahead is not None and self.ahead[0] == at:
+            found = self.ahead[1].result()
+        else:
+            found = self.pool.submit(self.read, at).result()
+        after = found[-1]
+        self.ahead = (after, self.pool.submit(self.read, after)) if after < self.end else None
+        return found
+
+    def close(self) -> None:
+        """Wait for the read in flight (its connection goes back to the pool)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def create(

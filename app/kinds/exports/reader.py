@@ -97,14 +97,15 @@ class Reader:
         return src, rows, start + upto
 
     def block(self, at: int, n: int) -> tuple[bytes, int, int]:
-        """As page(), the rows' JSON texts only, as one block: (the texts joined by
-        newlines, UTF-8; the rows in it; the position read up to). A JSON text holds
-        no raw newline, so the block splits back exactly. (Not COPY TO on
-        PostgreSQL: psycopg hands its output over one row at a time, 2 to 5 us a
-        row against 0.5 for a SELECT.)"""
+        """As page(), the rows' JSON array texts only, each without its brackets, as
+        one block: (the texts joined by CRLF, UTF-8; the rows in it; the position read
+        up to). A JSON text holds no raw CR or LF, so the block splits back exactly.
+        (Not COPY TO on PostgreSQL: psycopg hands its output over one row at a time,
+        2 to 5 us a row against 0.5 for a SELECT.)"""
         src, start, after, upto = self._window(at, n)
         rows = self._query(self.block_sql, [src.id, after, upto])
-        return "\n".join([r[0] for r in rows]).encode(), len(rows), start + upto
+        # Cut here: substr() in the database costs more (it counts characters).
+        return "\r\n".join([r[0][1:-1] for r in rows]).encode(), len(rows), start + upto
 
     def gone(self) -> tuple | None:
         """(id, status) of a source that is terminated or being terminated, if any."""
