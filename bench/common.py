@@ -743,6 +743,7 @@ _BATCH_RE = re.compile(r"\bbatch\b.*?\brows=(\d+)\b.*?\bms=([0-9.]+)")
 
 _BATCH_LINE_RE = re.compile(
     r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}):[^\]]*\] "
+    r"(?:\[task [^\]]*\] )?"  # the task context the logs add (app/logs.py)
     r"batch task=(\S+) rows=(\d+) ms=([0-9.]+)",
     re.M,
 )
