@@ -4,6 +4,8 @@ The hot path writes with the DBAPI (executemany on SQLite, COPY on
 PostgreSQL), not ORM objects; rows are JSON arrays, the header is on the task.
 """
 
+import sqlite3
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -38,7 +40,7 @@ def configure_engine(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
         # Workers checkpoint the WAL in the background (Store.checkpoint); this
         # is only the backstop that keeps the WAL bounded if they do not.
         cur.execute("PRAGMA wal_autocheckpoint=20000")
@@ -47,7 +49,40 @@ def configure_engine(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn):
         immediate = conn.get_execution_options().get("sqlite_immediate")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if not (immediate and begin_immediate(conn.connection.dbapi_connection)):
+            # Reads; or a write that waited LOCK_WAIT_S already: SQLite's busy
+            # handler then waits as long again, and its error is SQLAlchemy's.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# How long a write waits for SQLite's one write lock, and how often it asks.
+LOCK_WAIT_S, LOCK_POLL_S = 60.0, 0.0005
+
+
+def begin_immediate(dbapi_conn) -> bool:
+    """BEGIN IMMEDIATE, asking for the write lock every half millisecond; False if
+    it did not begin (any error but SQLITE_BUSY, or LOCK_WAIT_S gone by).
+
+    SQLite's own busy handler sleeps 1, 2, 5, ... then 100 ms between tries, and a
+    running import frees the lock only for the instants between its batches: a
+    pause (or any write) made then missed them for up to a second. Asking every
+    0.5 ms finds one of those instants within a few ms; the busy timeout is off
+    only for the BEGIN, which is the one statement that waits for the lock.
+    """
+    deadline = time.monotonic() + LOCK_WAIT_S
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+                return True
+            except sqlite3.Error as exc:
+                busy = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() > deadline:
+                    return False
+            time.sleep(LOCK_POLL_S)
+    finally:
+        dbapi_conn.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
 
 
 def row_writer(
