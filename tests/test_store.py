@@ -1,6 +1,7 @@
 """The store alone, on a real database: transactions, fencing, atomic transitions."""
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import text
@@ -182,3 +183,49 @@ def test_a_commit_that_landed_before_the_link_dropped_is_not_repeated(
     assert dropped and row_stats(engine, task_id) == (5, 5, 1, 5)
     assert runner._commit(store, task_id, token, step(store, task_id, 6, 5)) == Outcome.CONTINUE
     assert row_stats(engine, task_id) == (10, 10, 1, 10)
+
+
+def test_a_sqlite_write_gets_the_lock_in_a_gap_between_two_held_transactions(tmp_path):
+    """A write waiting for SQLite's lock gets it in the first short gap another writer
+    leaves (an import between two batches), not a sleep of SQLite's busy handler later.
+
+    The holder keeps the lock 200 ms, lets go for 20 ms, then keeps it a second.
+    SQLite's busy handler, started within 22 ms of the first hold, tries at 178 and
+    228 ms (1, 2, 5, ... 100 ms sleeps): it misses the gap and writes after the
+    second hold. Asked for every 0.5 ms, the lock is taken in the gap: the waiting
+    write lands first.
+    """
+    from sqlalchemy import create_engine
+
+    from app.core.database import configure_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'lock.db'}")
+    configure_engine(engine)
+    writes = engine.execution_options(sqlite_immediate=True)  # as the store's writes
+    with writes.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE marks (who TEXT)")
+    held = threading.Event()
+
+    def holder():
+        with writes.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            raw.execute("BEGIN IMMEDIATE")
+            held.set()
+            time.sleep(0.2)
+            raw.execute("COMMIT")
+            time.sleep(0.02)
+            raw.execute("BEGIN IMMEDIATE")  # waits if the other write got in
+            raw.execute("INSERT INTO marks VALUES ('holder')")
+            time.sleep(1.0)
+            raw.execute("COMMIT")
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    with writes.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO marks VALUES ('waiter')")
+    thread.join()
+    with engine.connect() as conn:
+        order = [who for (who,) in conn.exec_driver_sql("SELECT who FROM marks ORDER BY rowid")]
+    assert order == ["waiter", "holder"]
+    engine.dispose()
