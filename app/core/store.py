@@ -23,8 +23,9 @@ E = TaskError.__table__
 
 # Rows deleted per rollback transaction. SQLite's transaction holds the one write
 # lock (other imports wait: ~60 ms at 50,000 rows); PostgreSQL's locks only the
-# task's own rows, and fewer, larger ranges there cost less in all.
-ROLLBACK_STEP = {"sqlite": 50_000, "postgresql": 250_000}
+# task's own rows, and fewer, larger ranges there cost less in all (1,000,000 rows
+# in one range: 0.61-0.65 s; in four: 0.70-0.76 s; one DELETE by task: 0.60-1.15 s).
+ROLLBACK_STEP = {"sqlite": 50_000, "postgresql": 1_000_000}
 
 
 def _held(task_id: int, token: str) -> tuple:
