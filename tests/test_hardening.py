@@ -64,7 +64,7 @@ def test_data_files_are_private_and_downloads_are_never_stored(live_server_facto
     export = r.json()["id"]
     wait_for(lambda: done(export), 60, "the export to complete")
     r = requests.get(f"{base}/tasks/{export}/download", timeout=30)
-    assert r.status_code == 200 and r.content.startswith(b"name,amount")
+    assert r.status_code == 200 and r.content.startswith(b'"name","amount"')
     assert r.headers["Cache-Control"] == "no-store"
 
     def mode(path: Path) -> int:

@@ -532,6 +532,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
+    tool("nginx")  # the image's front, under the same supervisord
     stack = Stack(tmp_path_factory.mktemp("stack"))
     try:
         wait_for(stack.healthy, 90, "GET /healthz to answer 200 with a worker", interval=0.25)
