@@ -52,6 +52,41 @@ def from_binary_copy(block: bytes, task_id: int, count: int) -> list:
     return rows
 
 
+def from_json_array(batch) -> list:
+    """A batch read with json_array: its rows, numbered as SQLite's json_each numbers them."""
+    if not isinstance(batch.rows, bytes):
+        return [(n, orjson.loads(d)) for n, d in batch.rows]
+    values = orjson.loads(batch.rows)
+    assert len(values) == batch.count
+    return list(enumerate(values, batch.last_row - batch.count + 1))
+
+
+@pytest.mark.parametrize("flaw", ["none", "ragged", "undecodable", "both"])
+def test_json_array_batches_hold_the_same_rows(tmp_path, flaw):
+    """SQLite's form of a batch (rows encoded ARRAY_CHUNK at a time, joined into one
+    JSON array): the same rows, numbers, errors and checkpoints as the plain form,
+    whether a batch holds a row error (pairs), undecodable bytes (read again) or not."""
+    lines = [b"a,b"] + [b"%d,x%d" % (i, i) for i in range(1, 3001)]
+    if flaw in ("ragged", "both"):
+        lines[700] = b"only-one"
+    if flaw in ("undecodable", "both"):
+        lines[1900] = b"1900,\xff"
+    path = write(tmp_path, b"\n".join(lines) + b"\n")
+    plain = list(read_batches(path, DEFAULT, 2, 4, 0, 2, 1000, 10.0))
+    arrays = list(read_batches(path, DEFAULT, 2, 4, 0, 2, 1000, 10.0, json_array=True))
+    assert [r for b in arrays for r in from_json_array(b)] == [
+        (n, orjson.loads(d)) for b in plain for n, d in b.rows
+    ]
+    marks = [(b.count, b.errors, b.offset, b.last_row, b.line_number, b.done) for b in plain]
+    assert [
+        (b.count, b.errors, b.offset, b.last_row, b.line_number, b.done) for b in arrays
+    ] == marks
+    # One JSON array exactly where a batch has no row error; pairs (or a batch read
+    # again for its undecodable bytes) where it has.
+    assert [isinstance(b.rows, bytes) for b in arrays] == [not b.errors for b in plain]
+    assert sum(bool(b.errors) for b in plain) == {"none": 0, "both": 2}.get(flaw, 1)
+
+
 @pytest.mark.parametrize(
     "content, good",
     [

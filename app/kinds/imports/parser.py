@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 
 import orjson
 
@@ -31,6 +31,7 @@ SNIFF_BYTES = 64 * 1024
 RAW_LIMIT = 1024
 PIPE_BYTES = 1024 * 1024  # the reader pipe's size (Linux's default cap for non-root)
 ARRAY_MAX_BYTES = 64 * 1024 * 1024  # a batch as one JSON array (json_array) up to this
+ARRAY_CHUNK = 256  # rows held as lists of str before they are encoded (json_array)
 
 # PostgreSQL's binary COPY format: cheaper for the server to read than text (no
 # escapes to undo) and as cheap to make. A row is 3 fields, each its length then
@@ -231,6 +232,14 @@ def read_batches(
                 return
 
 
+def _encoded(rows: list) -> bytes | None:
+    """Rows (lists of str) as one JSON array; None if a row holds undecodable bytes."""
+    try:
+        return orjson.dumps(rows)
+    except orjson.JSONEncodeError:
+        return None
+
+
 class _Batcher:
     """Where a read stands between batches: the file, the csv reader over its lines,
     the last row number given, and the lines consumed outside the reader (the rest
@@ -294,7 +303,9 @@ class _Batcher:
         copy_head, row_number, skipped = self.copy_head, self.row_number, self.skipped
         first_line = reader.line_num + skipped
         rows, bad, done = [], [], False
-        while len(rows) + len(bad) < batch_rows:
+        chunks = []  # json_array: the rows so far, encoded ARRAY_CHUNK or more at a time
+        end = row_number + batch_rows  # rows and bad rows both take a number
+        while row_number < end:
             line = reader.line_num + skipped
             try:
                 row = next(reader, None)
@@ -309,7 +320,7 @@ class _Batcher:
                     continue  # a blank line
                 if len(row) == columns:
                     try:
-                        if as_array:  # encoded once for the whole batch (_as_array)
+                        if as_array:  # encoded a chunk at a time, below
                             rows.append(row)
                         elif as_copy:
                             data = dumps(row)
@@ -317,8 +328,12 @@ class _Batcher:
                         else:
                             rows.append((row_number + 1, dumps(row).decode()))
                         row_number += 1
-                        if not row_number & 63 and monotonic() > deadline:
-                            break
+                        if not row_number & 63:
+                            if as_array and len(rows) >= ARRAY_CHUNK:
+                                chunks.append(_encoded(rows))
+                                rows = []
+                            if monotonic() > deadline:
+                                break
                         continue
                     except encode_error:
                         reason = f"row is not valid {self.encoding} text"
@@ -329,24 +344,25 @@ class _Batcher:
             if budget is not None and len(bad) > budget:
                 break  # past max_errors: this checkpoint fails the task
         self.row_number, self.skipped = row_number, skipped
+        if as_array:
+            return [*chunks, _encoded(rows)], bad, done
         return rows, bad, done
 
-    def _as_array(self, rows: list, bad: list, chunk: bytes, first_row: int, first_line: int):
-        """(rows, bad) of a batch parsed as field lists: one JSON array when its rows'
-        numbers follow on, else (row_number, JSON text) pairs."""
-        if bad:  # numbered around the row errors: pairs, one by one
+    def _as_array(self, chunks: list, bad: list, chunk: bytes, first_row: int, first_line: int):
+        """(rows, bad) of a batch encoded as JSON arrays of rows (`chunks`, None for
+        one orjson refused): one JSON array when its rows' numbers follow on, else
+        (row_number, JSON text) pairs."""
+        if None in chunks:  # undecodable bytes: find the rows they are in
+            return self._reparse(chunk, first_row, first_line)
+        if bad:  # numbered around the row errors: pairs, one by one (rare)
             skip = {b[0] for b in bad}
             numbers = [n for n in range(first_row + 1, self.row_number + 1) if n not in skip]
-            try:
-                pairs = zip(numbers, rows, strict=True)
-                return [(n, orjson.dumps(r).decode()) for n, r in pairs], bad
-            except orjson.JSONEncodeError:
-                return self._reparse(chunk, first_row, first_line)
-        try:
-            block = orjson.dumps(rows)
-        except orjson.JSONEncodeError:  # undecodable bytes: find the rows they are in
-            return self._reparse(chunk, first_row, first_line)
+            rows = chain.from_iterable(orjson.loads(c) for c in chunks)
+            pairs = zip(numbers, rows, strict=True)
+            return [(n, orjson.dumps(r).decode()) for n, r in pairs], bad
+        block = b"[" + b",".join([c[1:-1] for c in chunks if len(c) > 2]) + b"]"
         if len(block) > ARRAY_MAX_BYTES:  # far below SQLite's 1 GB limit on a value
+            rows = chain.from_iterable(orjson.loads(c) for c in chunks)
             return [(n, orjson.dumps(r).decode()) for n, r in enumerate(rows, first_row + 1)], bad
         return block, bad
 
