@@ -1,6 +1,6 @@
 """The database, per dialect: engine settings, the clock, and the bulk writes.
 
-The hot path writes with the DBAPI (executemany on SQLite, COPY on
+The hot path writes with the DBAPI (json_each on SQLite, COPY on
 PostgreSQL), not ORM objects; rows are JSON arrays, the header is on the task.
 """
 
