@@ -609,9 +609,11 @@ def single(image):
 
 
 def test_single_container_runs_its_programs_under_supervisord(single, csv_rows):
-    status = single.exec("web", "supervisorctl", "status")
-    for program in ("nginx", "web", "worker"):
-        assert re.search(rf"^{program}\s+RUNNING", status, re.M), status
+    def all_running():  # supervisord says RUNNING once a program has lasted startsecs
+        status = single.exec("web", "supervisorctl", "status")
+        return all(re.search(rf"^{p}\s+RUNNING", status, re.M) for p in ("nginx", "web", "worker"))
+
+    wait_for(all_running, 60, "supervisord to report nginx, web and worker RUNNING", interval=0.5)
     assert_unprivileged(single, "web")
     task_id = single.api.upload(csv_rows)
     assert_exact(single, task_id)

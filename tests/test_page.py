@@ -3,6 +3,7 @@
 Set PAGE_SCREENSHOT=path to also save a screenshot (bench/screenshot.py does).
 """
 
+import csv
 import os
 import re
 import time
@@ -228,11 +229,11 @@ def test_export_and_download(live_server_factory, dashboard, expect, tmp_path):
     expect(export_row.locator(".badge")).to_have_text("COMPLETED", timeout=30_000)
     with page.expect_download() as download:
         export_row.get_by_role("link", name=re.compile("^Download")).click()
-    with open(download.value.path(), encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    assert lines[0] == "seq,first,last,email,age,date"
+    with open(download.value.path(), encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))  # every field quoted, as exports write
+    assert rows[0] == ["seq", "first", "last", "email", "age", "date"]
     in_autumn = [line for line in small.read_text().splitlines()[1:] if autumn_2017(line)]
-    assert sorted(lines[1:]) == sorted(in_autumn)
+    assert sorted(rows[1:]) == sorted(line.split(",") for line in in_autumn)
     assert watch.errors == []
     assert watch.failed == []
 
