@@ -79,6 +79,11 @@ def celery_settings(cfg: dict) -> dict:
     }
     if cfg.get("REDIS_URL"):
         settings["broker_url"] = cfg["REDIS_URL"]
+        # A run acks its message as it starts, which frees the prefetch slot: a busy
+        # worker would take the next message and sit on it for the whole import
+        # while another worker idles. Redis only (Celery ignores it elsewhere, with
+        # a warning; the embedded broker has one worker anyway).
+        settings["worker_disable_prefetch"] = True
         return settings
     from app.core.broker import SCHEME as broker_scheme
 

@@ -160,6 +160,31 @@ def test_pause_frees_the_worker(client, stack, start_worker, tmp_path):
     assert task(client, first)["status"] == "PAUSED"
 
 
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)  # many workers: Redis
+def test_a_busy_worker_leaves_the_next_task_to_an_idle_one(client, stack, start_worker, tmp_path):
+    """A worker running an import reserves no second message, so a worker that
+    comes later takes the queued task at once. (Celery's early ack frees the
+    prefetch slot when a run starts: without worker_disable_prefetch, the busy
+    worker takes the next message and sits on it until its import ends.)"""
+    import redis
+
+    from app import RUNS_QUEUE
+
+    # No sweeper rings the queued task again meanwhile (it would after 30 s).
+    patient = {"HEARTBEAT_TIMEOUT_S": 600}
+    start_worker(concurrency=1, IMPORT_MAX_ROWS_PER_S=2_000, **patient)
+    first = upload(client, write_rows(tmp_path / "a.csv", 100_000)).get_json()["id"]
+    wait_rows(client, first, 1)  # runs for 50 s on the only worker
+    second = upload(client, write_rows(tmp_path / "b.csv", 2_000)).get_json()["id"]
+    # Its message is in Redis (queued, or taken and unacked) before a second
+    # worker exists: only the busy one can have taken it.
+    broker = redis.Redis.from_url(stack["REDIS_URL"])
+    wait_for(lambda: broker.llen(RUNS_QUEUE) + broker.hlen("unacked"), 10, "the message")
+    start_worker(concurrency=1, **patient)
+    wait_status(client, second, "COMPLETED", timeout=45)
+    assert task(client, first)["status"] == "PROCESSING"
+
+
 def test_pause_is_obeyed_within_a_batch(client, stack, start_worker, tmp_path):
     rate = 20_000  # throttled batches are rate / 20 = 1,000 rows
     start_worker(concurrency=1, IMPORT_MAX_ROWS_PER_S=rate)
