@@ -7,6 +7,8 @@ from bisect import bisect_right
 from itertools import accumulate
 from operator import itemgetter
 
+from psycopg.types.string import ByteaBinaryLoader
+
 from app.core import states as S
 from app.core.store import Store
 
@@ -74,7 +76,9 @@ class Reader:
         self.rows_sql = f"SELECT data, {date}{tail}"
         counted = "NULL" if self.sql_date else "data"
         self.count_sql = f"SELECT {counted}, {date}{tail}"
-        self.block_sql = f"SELECT data{tail}"
+        # Texts as their UTF-8 bytes, never decoded: on SQLite by the cast, on
+        # PostgreSQL by a binary cursor that loads text as bytes (_query).
+        self.block_sql = f"SELECT {'CAST(data AS BLOB)' if sqlite else 'data'}{tail}"
 
     def source_at(self, at: int) -> Source:
         """The source position `at` (below `end`) reads from."""
@@ -103,9 +107,12 @@ class Reader:
         (Not COPY TO on PostgreSQL: psycopg hands its output over one row at a time,
         2 to 5 us a row against 0.5 for a SELECT.)"""
         src, start, after, upto = self._window(at, n)
-        rows = self._query(self.block_sql, [src.id, after, upto])
+        rows = self._query(self.block_sql, [src.id, after, upto], as_bytes=True)
+        if rows and not isinstance(rows[0][0], bytes):  # psycopg's loader changed
+            raise TypeError(f"export pages must be read as bytes, not {type(rows[0][0])}")
         # Cut here: substr() in the database costs more (it counts characters).
-        return "\r\n".join([r[0][1:-1] for r in rows]).encode(), len(rows), start + upto
+        # Bytes all along: 0.28 s of CPU for 1,000,000 rows against 0.46-0.60 decoded.
+        return b"\r\n".join([r[0][1:-1] for r in rows]), len(rows), start + upto
 
     def gone(self) -> tuple | None:
         """(id, status) of a source that is terminated or being terminated, if any."""
@@ -122,9 +129,16 @@ class Reader:
                 return found[0]
         return None
 
-    def _query(self, sql: str, params: list) -> list[tuple]:
+    def _query(self, sql: str, params: list, as_bytes: bool = False) -> list[tuple]:
+        """Rows of `sql`; with `as_bytes` on PostgreSQL, text values as bytes."""
         with self.engine.connect() as conn:
-            cur = conn.connection.driver_connection.cursor()
+            driver = conn.connection.driver_connection
+            if as_bytes and self.mark == "%s":
+                # Binary results: a text value is its UTF-8 bytes, kept as they are.
+                cur = driver.cursor(binary=True)
+                cur.adapters.register_loader("text", ByteaBinaryLoader)
+            else:
+                cur = driver.cursor()
             try:
                 cur.execute(sql, params)
                 return cur.fetchall()
