@@ -514,3 +514,37 @@ def test_an_export_with_nothing_to_read_completes_empty(app, client):
     assert (done["status"], done["rows_imported"], done["error"]) == ("COMPLETED", 0, None)
     with client.get(f"/tasks/{tid}/download") as download:
         assert download.status_code == 200 and download.get_data() == b""
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_pages_read_ahead_come_in_order_each_read_once(depth):
+    """_Ahead: every position along the chain is read once, at most `depth` ahead of
+    the one asked for; a position off the chain starts the chain again there."""
+    import threading
+
+    from app.kinds.exports.job import _Ahead
+
+    reads, lock = [], threading.Lock()
+    gate = threading.Barrier(depth)  # `depth` reads in flight at once, or it times out
+    first = set(range(0, 3 * depth, 3))
+
+    def read(at):
+        with lock:
+            reads.append(at)
+        if at in first:  # the first `depth` reads are in flight together
+            gate.wait(timeout=10)
+        return (f"page {at}".encode(), 1, at + 3)
+
+    ahead = _Ahead(read, lambda at: at + 3, 30, depth=depth)
+    try:
+        at, got = 0, []
+        while at < 30:
+            lines, _rows, at = ahead(at)
+            got.append(lines)
+        assert got == [f"page {p}".encode() for p in range(0, 30, 3)]
+        assert sorted(reads) == list(range(0, 30, 3))  # none twice, none past the end
+        reads.clear()
+        assert ahead(7) == (b"page 7", 1, 10)  # off the chain: read then and there
+        assert 7 in reads
+    finally:
+        ahead.close()

@@ -18,7 +18,7 @@ boundaries (the rows after the last part are written again by the next run).
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import orjson
 from marshmallow import fields, validate
@@ -183,7 +183,15 @@ class ExportJob(Job):
         if rate:  # keep checkpoints frequent when throttled: about 20 a second
             batch_rows = step_rows = max(1, min(batch_rows, int(rate / 20)))
             seconds = self.config["IMPORT_BATCH_SECONDS"]
-        pages = _Ahead(lambda at: self._page(at, batch_rows), self.end)
+        pages = _Ahead(
+            lambda at: self._page(at, batch_rows),
+            lambda at: self.reader.after(at, batch_rows),
+            self.end,
+            # Two queries in flight keep two PostgreSQL backends busy (1,000,000 rows:
+            # 0.69 -> 0.79 of psql's \copy TO); two sqlite3 readers in one process
+            # only contend for the GIL (1.14 -> 0.75 of sqlite3 -csv).
+            depth=2 if self.store.dialect == "postgresql" else 1,
+        )
         try:
             yield from self._steps(pages, cursor, written, counted, step_rows, seconds)
         finally:
@@ -210,7 +218,8 @@ class ExportJob(Job):
             gone = self.reader.gone()
             if gone:
                 raise ExportFailed(f"source import {gone[0]} was terminated ({gone[1]})")
-            self.file.write(b"".join(out))
+            for lines in out:  # page by page: no copy of the step into one buffer
+                self.file.write(lines)
             written += rows
             # The file says what is durable now: all of it (a file), or up to the last
             # part uploaded (object storage): only that is checkpointed and counted.
@@ -281,27 +290,31 @@ class ExportJob(Job):
 
 
 class _Ahead:
-    """Pages read one ahead, in a thread: while this thread writes page k, that one
-    reads page k + 1 (sqlite3 and psycopg let go of the GIL while the database
-    works) and turns it into CSV. `read(position)` gives (lines, rows, position read
-    up to); a page is only ever read, so one read for nothing costs nothing else."""
+    """Pages read ahead, in threads: while this thread writes page k, those read
+    pages k + 1 .. k + depth (sqlite3 and psycopg let go of the GIL while the
+    database works) and turn them into CSV. `read(position)` gives (lines, rows,
+    position read up to), which `after(position)` knows before reading; a page is
+    only ever read, so a read for nothing costs nothing else."""
 
-    def __init__(self, read, end: int):
-        self.read, self.end = read, end
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="export-read")
-        self.ahead = None  # (position, future of read(position))
+    def __init__(self, read, after, end: int, depth: int = 1):
+        self.read, self.after, self.end, self.depth = read, after, end, depth
+        self.pool = ThreadPoolExecutor(depth, thread_name_prefix="export-read")
+        self.ahead: dict[int, Future] = {}  # position -> its read, in flight or done
 
     def __call__(self, at: int):
-        if self.ahead is not None and self.ahead[0] == at:
-            found = self.ahead[1].result()
-        else:
-            found = self.pool.submit(self.read, at).result()
-        after = found[-1]
-        self.ahead = (after, self.pool.submit(self.read, after)) if after < self.end else None
-        return found
+        if at not in self.ahead:  # a first page, or a position nobody foresaw
+            self.ahead = {at: self.pool.submit(self.read, at)}
+        pos = at
+        while len(self.ahead) <= self.depth:
+            pos = self.after(pos)
+            if pos >= self.end:
+                break
+            if pos not in self.ahead:
+                self.ahead[pos] = self.pool.submit(self.read, pos)
+        return self.ahead.pop(at).result()
 
     def close(self) -> None:
-        """Wait for the read in flight (its connection goes back to the pool)."""
+        """Wait for the reads in flight (their connections go back to the pool)."""
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -93,6 +93,11 @@ class Reader:
         after = at - start
         return src, start, after, min(after + n, src.bound)
 
+    def after(self, at: int, n: int) -> int:
+        """The position a page of n from `at` reads up to, known before reading it."""
+        _src, start, _after, upto = self._window(at, n)
+        return start + upto
+
     def page(self, at: int, n: int, count_only: bool = False) -> tuple[Source, list[tuple], int]:
         """From position `at` (below `end`): the source read, its rows among the next
         n row numbers, and the position read up to (never past the source's end)."""
