@@ -229,3 +229,29 @@ def test_a_sqlite_write_gets_the_lock_in_a_gap_between_two_held_transactions(tmp
         order = [who for (who,) in conn.exec_driver_sql("SELECT who FROM marks ORDER BY rowid")]
     assert order == ["waiter", "holder"]
     engine.dispose()
+
+
+def test_sqlite_databases_are_created_with_16_kb_pages_and_older_ones_kept(tmp_path):
+    """A database the service creates gets PAGE_SIZE pages (fewer page splits per
+    batch); one created before keeps its pages (WAL fixes them) and works as it did."""
+    import sqlite3
+
+    from sqlalchemy import create_engine
+
+    from app.core.database import PAGE_SIZE, configure_engine
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as raw:
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.execute("CREATE TABLE t (x)")
+    assert PAGE_SIZE == 16384
+    for path, pages in ((tmp_path / "new.db", PAGE_SIZE), (old, 4096)):
+        engine = create_engine(f"sqlite:///{path}")
+        configure_engine(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (x)")
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar() == pages
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        engine.dispose()
