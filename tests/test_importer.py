@@ -61,11 +61,16 @@ def from_json_array(batch) -> list:
     return list(enumerate(values, batch.last_row - batch.count + 1))
 
 
-@pytest.mark.parametrize("flaw", ["none", "ragged", "undecodable", "both"])
-def test_json_array_batches_hold_the_same_rows(tmp_path, flaw):
+@pytest.mark.parametrize("flaw", ["none", "ragged", "undecodable", "both", "oversized"])
+def test_json_array_batches_hold_the_same_rows(tmp_path, flaw, monkeypatch):
     """SQLite's form of a batch (rows encoded ARRAY_CHUNK at a time, joined into one
     JSON array): the same rows, numbers, errors and checkpoints as the plain form,
-    whether a batch holds a row error (pairs), undecodable bytes (read again) or not."""
+    whether a batch holds a row error (pairs), undecodable bytes (read again), is
+    past ARRAY_MAX_BYTES (pairs) or none of these."""
+    from app.kinds.imports import parser
+
+    if flaw == "oversized":
+        monkeypatch.setattr(parser, "ARRAY_MAX_BYTES", 1000)
     lines = [b"a,b"] + [b"%d,x%d" % (i, i) for i in range(1, 3001)]
     if flaw in ("ragged", "both"):
         lines[700] = b"only-one"
@@ -83,8 +88,11 @@ def test_json_array_batches_hold_the_same_rows(tmp_path, flaw):
     ] == marks
     # One JSON array exactly where a batch has no row error; pairs (or a batch read
     # again for its undecodable bytes) where it has.
-    assert [isinstance(b.rows, bytes) for b in arrays] == [not b.errors for b in plain]
-    assert sum(bool(b.errors) for b in plain) == {"none": 0, "both": 2}.get(flaw, 1)
+    small = [not b.count or flaw != "oversized" for b in plain]  # "[]" is under any limit
+    assert [isinstance(b.rows, bytes) for b in arrays] == [
+        not b.errors and fits for b, fits in zip(plain, small, strict=True)
+    ]
+    assert sum(bool(b.errors) for b in plain) == {"none": 0, "oversized": 0, "both": 2}.get(flaw, 1)
 
 
 @pytest.mark.parametrize(

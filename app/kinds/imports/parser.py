@@ -240,6 +240,12 @@ def _encoded(rows: list) -> bytes | None:
         return None
 
 
+def _pairs(numbers, chunks: list) -> list[tuple[int, str]]:
+    """(row number, JSON text) pairs of the rows in `chunks` (JSON arrays of rows)."""
+    rows = chain.from_iterable(orjson.loads(c) for c in chunks)
+    return [(n, orjson.dumps(r).decode()) for n, r in zip(numbers, rows, strict=True)]
+
+
 class _Batcher:
     """Where a read stands between batches: the file, the csv reader over its lines,
     the last row number given, and the lines consumed outside the reader (the rest
@@ -357,13 +363,10 @@ class _Batcher:
         if bad:  # numbered around the row errors: pairs, one by one (rare)
             skip = {b[0] for b in bad}
             numbers = [n for n in range(first_row + 1, self.row_number + 1) if n not in skip]
-            rows = chain.from_iterable(orjson.loads(c) for c in chunks)
-            pairs = zip(numbers, rows, strict=True)
-            return [(n, orjson.dumps(r).decode()) for n, r in pairs], bad
+            return _pairs(numbers, chunks), bad
         block = b"[" + b",".join([c[1:-1] for c in chunks if len(c) > 2]) + b"]"
         if len(block) > ARRAY_MAX_BYTES:  # far below SQLite's 1 GB limit on a value
-            rows = chain.from_iterable(orjson.loads(c) for c in chunks)
-            return [(n, orjson.dumps(r).decode()) for n, r in enumerate(rows, first_row + 1)], bad
+            return _pairs(range(first_row + 1, self.row_number + 1), chunks), bad
         return block, bad
 
     def _malformed(self, exc: csv.Error, start: int, record_line: int) -> tuple[str, int]:
